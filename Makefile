@@ -1,0 +1,48 @@
+# Every target installs what it needs: `make test` and `make demo` work on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install test demo bench serve fashion-mnist browser clean
+
+install: $(STAMP)
+
+# Re-install only when the project's dependency list changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Real Fashion-MNIST from Debian's package (offline); tells the user what to do without apt.
+fashion-mnist:
+	@if [ -d $(FMNIST) ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)); \
+	else echo "Fashion-MNIST not found in $(FMNIST): run 'sudo apt-get install dataset-fashion-mnist'," \
+		"or set data.root to a folder holding the four *-ubyte(.gz) files"; exit 1; fi
+
+# Debian's chromium for the browser test of the pages the service serves.
+browser:
+	@command -v chromium >/dev/null || ( command -v apt-get >/dev/null && \
+		(apt-get install -y -q chromium >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) ) || \
+		echo "chromium not installed: the browser test will fail; install Debian's 'chromium'"
+
+test: $(STAMP) fashion-mnist browser
+	$(PY) -m pytest
+
+demo: $(STAMP) fashion-mnist
+	$(VENV)/bin/attnlab demo
+
+bench: $(STAMP)
+	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+serve: $(STAMP)
+	$(VENV)/bin/attnlab serve
+
+clean:
+	rm -rf $(VENV) *.egg-info
