@@ -1,0 +1,139 @@
+"""Relative positional attention scores for 2D self-attention.
+
+Cordonnier, Loukas, Jaggi — *On the Relationship between Self-Attention and Convolutional Layers*,
+ICLR 2020, arXiv:1911.03584.
+
+Each module here turns a map size ``(H, W)`` into positional attention scores ``(heads, N, N)``
+(``N = H * W``, rows = queries, columns = keys) that depend only on the shift ``δ = k − q`` between
+key and query pixels, written ``(Δrow, Δcol)``:
+
+- ``QuadraticEncoding`` (§3, eq. (9)): per head a centre Δ and a sharpness α > 0;
+  score ``−α‖δ − Δ‖²``. The paper writes ``−α(‖δ − Δ‖² − ‖Δ‖²)``; the two differ by a constant per
+  head, which the softmax over keys removes, and the form used here keeps the largest score at 0,
+  so a very sharp head (``from_conv``) cannot overflow.
+- ``GeneralizedQuadraticEncoding`` (§4, "quadratic embedding" with a full covariance):
+  score ``−(δ − Δ)ᵀ Σ⁻¹ (δ − Δ)`` with ``Σ⁻¹ = L Lᵀ`` (L a free 2×2 factor per head), so Σ⁻¹ stays
+  positive semi-definite without constraints.
+- ``LearnedEncoding`` (§4, "learned embedding"): a table of row embeddings and one of column
+  embeddings, each ``position_dim / 2`` wide, concatenated into ``r_δ``; score ``r_δᵀ u_h`` with one
+  learned vector ``u_h`` per head (the paper's ``vᵀ Ŵ_key r_δ`` term, its eq. (8) without content).
+
+Window: with ``window = w`` every shift with ``|Δrow| > w`` or ``|Δcol| > w`` scores ``-inf`` (the key is
+masked). The learned tables hold exactly the shifts ``-w..w`` per axis, so they are never clipped:
+keys outside the table are masked instead (a deviation from Shaw et al.'s clipping, chosen so that
+the layer is exactly translation-equivariant on interior pixels).
+"""
+
+import torch
+from torch import nn
+
+
+def relative_shifts(height: int, width: int, device=None) -> torch.Tensor:
+    """Shifts ``δ = k − q`` between every query and key pixel, as ``(N, N, 2)`` (Δrow, Δcol)."""
+    rows, cols = torch.meshgrid(
+        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
+    )
+    positions = torch.stack([rows.flatten(), cols.flatten()], dim=-1)  # (N, 2)
+    return positions[None, :, :] - positions[:, None, :]  # (1, N, 2) - (N, 1, 2) -> (N, N, 2)
+
+
+def window_mask(shifts: torch.Tensor, window: int | None) -> torch.Tensor | None:
+    """Boolean ``(N, N)``: True where the key lies outside the window around the query."""
+    if window is None:
+        return None
+    return shifts.abs().amax(dim=-1) > window  # (N, N, 2) -> (N, N)
+
+
+class QuadraticEncoding(nn.Module):
+    """Isotropic quadratic encoding (§3, eq. (9)): score ``−α_h ‖δ − Δ_h‖²`` per head h.
+
+    α is stored as ``log α`` so it stays positive. Initialisation: Δ ~ N(0, 2²) per coordinate (the
+    authors' code uses this spread for the centres), α = 1.
+    """
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.centres = nn.Parameter(torch.randn(heads, 2) * 2.0)  # (heads, 2) as (Δrow, Δcol)
+        self.log_sharpness = nn.Parameter(torch.zeros(heads))  # (heads,)
+
+    @property
+    def sharpness(self) -> torch.Tensor:
+        """α per head, ``(heads,)``."""
+        return self.log_sharpness.exp()
+
+    def scores(self, shifts: torch.Tensor) -> torch.Tensor:
+        shifts = shifts.to(self.centres.dtype)
+        offset = shifts[None] - self.centres[:, None, None, :]  # (1, N, N, 2) - (heads, 1, 1, 2) -> (heads, N, N, 2)
+        distance = offset.pow(2).sum(dim=-1)  # (heads, N, N)
+        return -self.sharpness[:, None, None] * distance  # (heads, 1, 1) * (heads, N, N)
+
+    def readout(self) -> dict[str, torch.Tensor]:
+        sharpness = self.sharpness.detach()
+        return {
+            "centres": self.centres.detach().clone(),  # (heads, 2)
+            "sharpness": sharpness,  # (heads,)
+            "spread": sharpness.rsqrt(),  # (heads,) — 1/√α, in pixels
+        }
+
+
+class GeneralizedQuadraticEncoding(nn.Module):
+    """Quadratic encoding with a full precision matrix per head: ``−(δ − Δ)ᵀ Σ⁻¹ (δ − Δ)``.
+
+    ``Σ⁻¹ = L Lᵀ`` with a free factor L ``(heads, 2, 2)``, initialised to the identity (an isotropic
+    head with α = 1, like ``QuadraticEncoding``).
+    """
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.centres = nn.Parameter(torch.randn(heads, 2) * 2.0)  # (heads, 2)
+        self.precision_factor = nn.Parameter(torch.eye(2).repeat(heads, 1, 1))  # (heads, 2, 2)
+
+    @property
+    def precision(self) -> torch.Tensor:
+        """Σ⁻¹ per head, ``(heads, 2, 2)``."""
+        factor = self.precision_factor
+        return factor @ factor.transpose(1, 2)  # (heads, 2, 2) x (heads, 2, 2) -> (heads, 2, 2)
+
+    def scores(self, shifts: torch.Tensor) -> torch.Tensor:
+        shifts = shifts.to(self.centres.dtype)
+        offset = shifts[None] - self.centres[:, None, None, :]  # (heads, N, N, 2)
+        # ‖Lᵀ(δ − Δ)‖² = (δ − Δ)ᵀ L Lᵀ (δ − Δ)
+        projected = torch.einsum("hqki,hij->hqkj", offset, self.precision_factor)  # (heads, N, N, 2)
+        return -projected.pow(2).sum(dim=-1)  # (heads, N, N)
+
+    def readout(self) -> dict[str, torch.Tensor]:
+        return {
+            "centres": self.centres.detach().clone(),  # (heads, 2)
+            "precision": self.precision.detach(),  # (heads, 2, 2) — Σ⁻¹
+        }
+
+
+class LearnedEncoding(nn.Module):
+    """Learned relative embedding (§4): ``r_δ = [row_emb[Δrow]; col_emb[Δcol]]``, score ``r_δᵀ u_h``.
+
+    Half of ``position_dim`` encodes the row shift, half the column shift, as in the paper. The
+    tables cover shifts ``-window..window``; further keys are masked by the caller (see module doc).
+    Initialisation: N(0, 0.02²) for tables and head vectors (BERT's initialiser range, which the
+    authors' code inherits), so a fresh layer attends nearly uniformly.
+    """
+
+    def __init__(self, heads: int, position_dim: int, window: int):
+        super().__init__()
+        if position_dim < 2 or position_dim % 2:
+            raise ValueError(f"position_dim must be an even integer >= 2 (half rows, half columns); got {position_dim}")
+        half = position_dim // 2
+        self.window = window
+        self.row_embedding = nn.Parameter(torch.randn(2 * window + 1, half) * 0.02)  # (2w+1, D_p/2)
+        self.col_embedding = nn.Parameter(torch.randn(2 * window + 1, half) * 0.02)  # (2w+1, D_p/2)
+        self.head_vectors = nn.Parameter(torch.randn(heads, position_dim) * 0.02)  # (heads, D_p)
+
+    def scores(self, shifts: torch.Tensor) -> torch.Tensor:
+        half = self.row_embedding.shape[1]
+        # r_δᵀ u_h splits into a row part and a column part: score one table row per shift, then gather.
+        row_scores = self.row_embedding @ self.head_vectors[:, :half].T  # (2w+1, D_p/2) x (D_p/2, heads) -> (2w+1, heads)
+        col_scores = self.col_embedding @ self.head_vectors[:, half:].T  # (2w+1, heads)
+        # Out-of-window shifts are clamped only to index safely; the caller masks them.
+        index = shifts.clamp(-self.window, self.window) + self.window  # (N, N, 2) in [0, 2w]
+        total = row_scores[index[..., 0]] + col_scores[index[..., 1]]  # (N, N, heads)
+        return total.permute(2, 0, 1)  # (N, N, heads) -> (heads, N, N)
+

@@ -1,0 +1,287 @@
+"""Multi-head self-attention over the pixels of a 2D feature map, with relative positional encoding.
+
+Cordonnier, Loukas, Jaggi — *On the Relationship between Self-Attention and Convolutional Layers*,
+ICLR 2020, arXiv:1911.03584. Theorem 1: a multi-head self-attention layer with N_h heads and a
+relative positional encoding can express any √N_h × √N_h convolution; ``from_conv`` builds that layer.
+
+Shapes: input ``(B, C, H, W)``; pixels are flattened row-major into ``N = H·W`` tokens; shifts
+``δ = k − q`` are ``(Δrow, Δcol)`` in pixels.
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from modules.blocks.relative_encoding import (
+    GeneralizedQuadraticEncoding,
+    LearnedEncoding,
+    QuadraticEncoding,
+    relative_shifts,
+    window_mask,
+)
+
+ENCODINGS = ("quadratic", "quadratic_generalized", "learned", "learned_content")
+QUADRATIC_ENCODINGS = ("quadratic", "quadratic_generalized")
+# Shifts covered by the learned tables when no window is given: every shift of a 16×16 map, the
+# size the paper's network sees on CIFAR-10 after its 2×2 space-to-depth.
+DEFAULT_LEARNED_WINDOW = 15
+# α used by from_conv. A key one pixel from the head's centre gets weight ≈ 4·e^-α relative to the
+# centre (four such neighbours), 4·e^-40 ≈ 2e-17: far below float32 resolution on interior pixels.
+FROM_CONV_SHARPNESS = 40.0
+
+
+class SelfAttention2d(nn.Module):
+    """Multi-head self-attention over pixels with a relative positional encoding (§2–§4).
+
+    ``out = concat_h[softmax(A_h) X W_val^h] W_out + b_out`` (paper eq. (2)) with the score
+    ``A_h[q, k]`` depending on ``δ = k − q`` through ``encoding``:
+
+    - ``quadratic``: ``−α_h‖δ − Δ_h‖²`` (§3, eq. (9)); ``quadratic_generalized``: full Σ⁻¹ per head;
+    - ``learned``: ``r_δᵀ u_h`` with half-row, half-column relative embeddings (§4), no content;
+    - ``learned_content``: ``q_qᵀ k_k / √d_k + r_δᵀ u_h`` (content plus learned position).
+
+    Args:
+        channels: input channels C (first positional, the block contract).
+        dim: must be 2 — this family is 2D only.
+        heads: N_h. With ``quadratic`` and N_h = K², the layer can be a K×K convolution.
+        encoding: one of ``ENCODINGS``.
+        reduction: the shared keyword of the block families; here it sets the value size of each
+            head, ``head_dim = channels // reduction``. Default (None) means 1: ``head_dim = C``, the
+            paper's Lemma 1 construction, where values are the input itself (``W_val = I``, no
+            parameters, as in the authors' code) and ``W_out`` (``N_h·C → C_out``, as many weights
+            as a √N_h×√N_h convolution) mixes them.
+        head_dim: D_h, alternative to ``reduction`` (give one, not both). Any D_h ≠ C adds a learned
+            value projection ``C → N_h·D_h``.
+        out_channels: C_out, default C (same-shape block).
+        key_dim: query/key size per head for ``learned_content``; default ``C // N_h`` (BERT's split).
+        position_dim: D_p of the learned embeddings (half rows, half columns).
+        window: if set, keys with ``|Δrow| > window`` or ``|Δcol| > window`` are masked (local
+            attention for large maps). The learned encodings always have a window (their tables
+            are finite): default ``DEFAULT_LEARNED_WINDOW``; farther keys are masked, not clipped.
+        attention_dropout: dropout on the attention probabilities.
+
+    Deviations from the paper: the quadratic score drops the per-head constant α‖Δ‖² (softmax
+    removes it); the content term uses its own query/key projections of size ``key_dim`` and no
+    content-position cross terms of eq. (8); learned shifts beyond the window are masked.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        dim: int = 2,
+        heads: int = 9,
+        encoding: str = "quadratic",
+        reduction: int | None = None,
+        head_dim: int | None = None,
+        out_channels: int | None = None,
+        key_dim: int | None = None,
+        position_dim: int = 32,
+        window: int | None = None,
+        attention_dropout: float = 0.0,
+    ):
+        super().__init__()
+        if dim != 2:
+            raise ValueError(f"SelfAttention2d works on 2D maps only: dim must be 2, got {dim}")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown self-attention encoding {encoding!r}; choose one of {', '.join(ENCODINGS)}")
+        if heads < 1:
+            raise ValueError(f"heads must be >= 1, got {heads}")
+        if window is not None and window < 1:
+            raise ValueError(f"window must be None or an integer >= 1, got {window}")
+        self.channels = channels
+        self.out_channels = out_channels or channels
+        self.heads = heads
+        self.encoding_name = encoding
+        self.head_dim = _head_dim(channels, reduction, head_dim)
+        self.content = encoding == "learned_content"
+        self.attention_dropout = attention_dropout
+
+        if encoding == "quadratic":
+            self.encoding = QuadraticEncoding(heads)
+            self.window = window
+        elif encoding == "quadratic_generalized":
+            self.encoding = GeneralizedQuadraticEncoding(heads)
+            self.window = window
+        else:
+            self.window = window or DEFAULT_LEARNED_WINDOW
+            self.encoding = LearnedEncoding(heads, position_dim, self.window)
+
+        # W_val = I when D_h = C (paper's Lemma 1 construction); otherwise a learned projection.
+        self.value = None if self.head_dim == channels else nn.Linear(channels, heads * self.head_dim)
+        if self.content:
+            self.key_dim = key_dim or max(1, channels // heads)
+            self.query = nn.Linear(channels, heads * self.key_dim)
+            self.key = nn.Linear(channels, heads * self.key_dim)
+        self.output = nn.Linear(heads * self.head_dim, self.out_channels)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, out_channels={self.out_channels}, heads={self.heads}, "
+            f"encoding={self.encoding_name!r}, head_dim={self.head_dim}, window={self.window}"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = self._check_input(x)
+        tokens = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, C, N) -> (B, N, C)
+        out = self.attend(tokens, height, width)  # (B, N, C_out)
+        return out.transpose(1, 2).reshape(batch, self.out_channels, height, width)  # (B, C_out, N) -> (B, C_out, H, W)
+
+    def attend(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Token form of ``forward``: ``(B, N, C) -> (B, N, C_out)`` with ``N = height·width``."""
+        batch, length, _ = tokens.shape
+        values = self._values(tokens)  # (B, heads, N, D_h)
+        positional = self.positional_scores(height, width).to(tokens.dtype)  # (heads, N, N)
+        dropout = self.attention_dropout if self.training else 0.0
+        if self.content:
+            queries, keys = self._queries_keys(tokens)  # (B, heads, N, d_k) each
+            # The positional scores enter as SDPA's additive float mask (-inf outside the window).
+            mixed = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=positional, dropout_p=dropout
+            )  # softmax((B, heads, N, d_k) x (B, heads, d_k, N) + (heads, N, N)) x (B, heads, N, D_h) -> (B, heads, N, D_h)
+        else:
+            # Positional-only attention does not depend on the input: one (heads, N, N) map for the batch.
+            probabilities = F.dropout(positional.softmax(dim=-1), dropout, self.training)  # (heads, N, N)
+            mixed = probabilities @ values  # (heads, N, N) x (B, heads, N, D_h) -> (B, heads, N, D_h)
+        merged = mixed.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)  # (B, N, heads, D_h) -> (B, N, heads·D_h)
+        return self.output(merged)  # (B, N, heads·D_h) -> (B, N, C_out)
+
+    def positional_scores(self, height: int, width: int) -> torch.Tensor:
+        """Positional attention scores ``(heads, N, N)`` (query rows, key columns), ``-inf`` outside the window."""
+        device = next(self.encoding.parameters()).device
+        shifts = relative_shifts(height, width, device=device)  # (N, N, 2)
+        scores = self.encoding.scores(shifts)  # (heads, N, N)
+        outside = window_mask(shifts, self.window)  # (N, N) or None
+        return scores if outside is None else scores.masked_fill(outside, float("-inf"))
+
+    def attention_probabilities(self, x: torch.Tensor, query_positions) -> torch.Tensor:
+        """Attention of chosen query pixels over the map, ``(B, heads, Q, H, W)``, ready to plot (Fig. 3/4).
+
+        ``query_positions``: ``(row, col)`` pairs (a sequence or a ``(Q, 2)`` tensor) or flat
+        row-major indices (a sequence or ``(Q,)`` tensor). No dropout is applied.
+        """
+        batch, _, height, width = self._check_input(x)
+        index = _query_indices(query_positions, height, width).to(x.device)  # (Q,)
+        positional = self.positional_scores(height, width).to(x.dtype)[:, index]  # (heads, Q, N)
+        if self.content:
+            tokens = x.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, N, C)
+            queries, keys = self._queries_keys(tokens)  # (B, heads, N, d_k) each
+            content = queries[:, :, index] @ keys.transpose(-1, -2) / math.sqrt(self.key_dim)  # (B, heads, Q, d_k) x (B, heads, d_k, N) -> (B, heads, Q, N)
+            scores = content + positional  # (B, heads, Q, N) + (heads, Q, N)
+        else:
+            scores = positional.expand(batch, -1, -1, -1)  # (heads, Q, N) -> (B, heads, Q, N)
+        probabilities = scores.softmax(dim=-1)  # (B, heads, Q, N)
+        return probabilities.reshape(batch, self.heads, len(index), height, width)  # (B, heads, Q, N) -> (B, heads, Q, H, W)
+
+    def attention_centres(self) -> dict[str, torch.Tensor]:
+        """Where each quadratic head looks: ``centres`` (heads, 2) as (Δrow, Δcol) in pixels, plus
+        ``sharpness`` α and ``spread`` 1/√α (heads,) for ``quadratic``, or ``precision`` Σ⁻¹
+        (heads, 2, 2) for ``quadratic_generalized``."""
+        if self.encoding_name not in QUADRATIC_ENCODINGS:
+            raise ValueError(
+                f"attention centres exist for the encodings {', '.join(QUADRATIC_ENCODINGS)}; this layer uses "
+                f"{self.encoding_name!r} (use attention_probabilities instead)"
+            )
+        return self.encoding.readout()
+
+    def _check_input(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(
+                f"SelfAttention2d({self.channels}) expects input (B, {self.channels}, H, W); got shape {tuple(x.shape)}"
+            )
+        return tuple(x.shape)
+
+    def _values(self, tokens: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = tokens.shape
+        if self.value is None:
+            return tokens.unsqueeze(1).expand(batch, self.heads, length, self.channels)  # (B, N, C) -> (B, heads, N, C), no copy
+        projected = self.value(tokens)  # (B, N, C) -> (B, N, heads·D_h)
+        return projected.view(batch, length, self.heads, self.head_dim).transpose(1, 2)  # (B, N, heads, D_h) -> (B, heads, N, D_h)
+
+    def _queries_keys(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, length, _ = tokens.shape
+        split = (batch, length, self.heads, self.key_dim)
+        queries = self.query(tokens).view(split).transpose(1, 2)  # (B, N, heads·d_k) -> (B, N, heads, d_k) -> (B, heads, N, d_k)
+        keys = self.key(tokens).view(split).transpose(1, 2)  # (B, N, heads·d_k) -> (B, heads, N, d_k)
+        return queries, keys
+
+
+def from_conv(conv: nn.Conv2d, *, sharpness: float = FROM_CONV_SHARPNESS) -> SelfAttention2d:
+    """The self-attention layer equal to ``conv`` on interior pixels (Theorem 1, Lemmas 1–2).
+
+    ``conv`` must be a K×K convolution (K odd), stride 1, dilation 1, one group, zero padding K//2.
+    The layer has N_h = K² ``quadratic`` heads; the head for kernel tap (i, j) has centre
+    ``Δ = (i − K//2, j − K//2)`` and sharpness α = ``sharpness`` (Lemma 2: the quadratic encoding
+    with large α is hard attention on the pixel at shift Δ); values are the input (``W_val = I``) and
+    the output projection's block for that head is the tap's weight ``conv.weight[:, :, i, j]``
+    (Lemma 1); ``b_out`` is the conv's bias.
+
+    Exactness: on pixels at least K//2 from the border the output equals the convolution up to
+    ≈ 4·e^-α relative (plus float rounding; tests hold 1e-4 with the default α = 40). Border pixels
+    differ: where the conv reads zero padding, a head has no pixel at its centre and spreads over
+    the nearest existing ones.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+    size = conv.kernel_size[0]
+    padding = conv.padding if conv.padding != "same" else (size // 2, size // 2)
+    problems = [
+        f"{name} is {value}, must be {allowed}"
+        for name, value, allowed, ok in [
+            ("kernel_size", conv.kernel_size, "square and odd", conv.kernel_size[0] == conv.kernel_size[1] and size % 2 == 1),
+            ("stride", conv.stride, "(1, 1)", tuple(conv.stride) == (1, 1)),
+            ("dilation", conv.dilation, "(1, 1)", tuple(conv.dilation) == (1, 1)),
+            ("groups", conv.groups, "1", conv.groups == 1),
+            ("padding", conv.padding, f"({size // 2}, {size // 2})", tuple(padding) == (size // 2, size // 2)),
+            ("padding_mode", conv.padding_mode, "'zeros'", conv.padding_mode == "zeros"),
+        ]
+        if not ok
+    ]
+    if problems:
+        raise ValueError("from_conv cannot express this convolution: " + "; ".join(problems))
+
+    in_channels, out_channels, radius = conv.in_channels, conv.out_channels, size // 2
+    layer = SelfAttention2d(
+        in_channels, heads=size * size, encoding="quadratic", head_dim=in_channels, out_channels=out_channels
+    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    taps = [(i - radius, j - radius) for i in range(size) for j in range(size)]  # head h = i·K + j
+    with torch.no_grad():
+        layer.encoding.centres.copy_(torch.tensor(taps, dtype=conv.weight.dtype))
+        layer.encoding.log_sharpness.fill_(math.log(sharpness))
+        # Head h owns input columns h·C_in..(h+1)·C_in of W_out, matching the (heads, D_h) merge order.
+        weight = conv.weight.permute(0, 2, 3, 1).reshape(out_channels, size * size * in_channels)  # (C_out, C_in, K, K) -> (C_out, K, K, C_in) -> (C_out, K²·C_in)
+        layer.output.weight.copy_(weight)
+        layer.output.bias.copy_(conv.bias if conv.bias is not None else torch.zeros(out_channels))
+    return layer
+
+
+def _head_dim(channels: int, reduction: int | None, head_dim: int | None) -> int:
+    if reduction is not None and head_dim is not None:
+        raise ValueError(f"give head_dim or reduction, not both (got head_dim={head_dim}, reduction={reduction})")
+    if head_dim is None:
+        reduction = reduction or 1
+        if reduction < 1 or channels // reduction < 1:
+            raise ValueError(f"reduction must be in 1..{channels} for {channels} channels, got {reduction}")
+        head_dim = channels // reduction
+    if head_dim < 1:
+        raise ValueError(f"head_dim must be >= 1, got {head_dim}")
+    return head_dim
+
+
+def _query_indices(query_positions, height: int, width: int) -> torch.Tensor:
+    positions = torch.as_tensor(
+        query_positions if not isinstance(query_positions, Sequence) else list(query_positions), dtype=torch.long
+    )
+    if positions.ndim == 2 and positions.shape[1] == 2:
+        rows, cols = positions.unbind(dim=1)  # (Q, 2) -> (Q,), (Q,)
+        if ((rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)).any():
+            raise ValueError(f"query positions must lie in rows 0..{height - 1}, columns 0..{width - 1}; got {positions.tolist()}")
+        return rows * width + cols  # (Q,) row-major flat indices
+    if positions.ndim == 1:
+        if ((positions < 0) | (positions >= height * width)).any():
+            raise ValueError(f"flat query indices must lie in 0..{height * width - 1}; got {positions.tolist()}")
+        return positions
+    raise ValueError(f"query_positions must be (row, col) pairs (Q, 2) or flat indices (Q,); got shape {tuple(positions.shape)}")
