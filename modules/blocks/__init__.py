@@ -7,12 +7,14 @@ its input's shape: ``make_block("nonlocal", 512, dim=3, mode="dot_product")``.
 import inspect
 
 from modules.blocks.non_local import NonLocalBlock
+from modules.blocks.self_attention import SelfAttention2d
 from modules.blocks.squeeze_excite import SqueezeExcite
 
 # kind -> block class. A new family adds one import and one line here; tests parametrize over the keys.
 BLOCKS = {
     "nonlocal": NonLocalBlock,
     "se": SqueezeExcite,
+    "selfattn": SelfAttention2d,
 }
 
 
@@ -43,4 +45,4 @@ def make_block(kind, channels, **kw):
         raise ValueError(f"block {kind!r}: {error}; accepted keywords: {accepted or 'see its docstring'}") from error
 
 
-__all__ = ["BLOCKS", "NonLocalBlock", "SqueezeExcite", "make_block"]
+__all__ = ["BLOCKS", "NonLocalBlock", "SelfAttention2d", "SqueezeExcite", "make_block"]
