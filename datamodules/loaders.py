@@ -1,0 +1,49 @@
+"""DataLoader construction shared by the image and video DataModules: seeding and worker setup."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from datamodules.config import LoaderConfig
+
+
+def worker_init(worker_id: int) -> None:
+    """Seed numpy/random from the per-worker torch seed; one intra-op thread per worker.
+
+    The DataLoader already gives each worker torch seed = base_seed + worker_id, with base_seed drawn
+    from the loader's seeded generator, so augmentation is reproducible. One thread per worker keeps
+    N workers on N cores from oversubscribing (torch would otherwise start a full thread pool in each).
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.set_num_threads(1)
+
+
+def seeded_subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """A reproducible random subset of `limit` items (the whole dataset when limit is None or larger)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return Subset(dataset, sorted(order[:limit].tolist()))
+
+
+def make_loader(dataset: Dataset, cfg: LoaderConfig, *, seed: int, shuffle: bool, collate_fn=None,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader with a seeded generator (shuffle order and worker seeds) and the config's workers."""
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=shuffle,
+        num_workers=cfg.num_workers,
+        pin_memory=cfg.pin_memory,
+        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+        worker_init_fn=worker_init if cfg.num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate_fn,
+        drop_last=drop_last,
+    )

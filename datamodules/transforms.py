@@ -1,0 +1,88 @@
+"""torchvision transforms v2 pipelines for images and video clips.
+
+Video clips arrive as uint8 (T, C, H, W) already resized on decode to `short_side`. Training
+(Non-local / SlowFast recipe, scaled down): short-side scale jitter, random square crop, horizontal
+flip. Evaluation: resize the short side to the crop size, then a centre crop or three crops along the
+long side (the papers' three-crop testing). Both end float32, normalised, and permuted to the
+model's (C, T, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+# Per-dataset normalisation statistics (training split) and native image sides.
+IMAGE_STATS = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "folder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
+}
+NATIVE_SIZE = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "folder": 224}
+
+
+def _normalise(mean, std) -> list:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+def image_transform(dataset: str, *, train: bool, augment: bool = True, size: int | None = None) -> v2.Compose:
+    """Standard per-dataset pipeline on uint8 (C, H, W) tensors or PIL images -> float (C, H, W).
+
+    Training augmentation: Fashion-MNIST and CIFAR-10 random crop with 4-pixel padding + flip;
+    MNIST crop only (a flipped digit is another symbol); folder datasets random-resized crop + flip.
+    """
+    mean, std = IMAGE_STATS[dataset]
+    native = NATIVE_SIZE[dataset]
+    size = size or native
+    steps: list = [v2.ToImage()]
+    if dataset == "folder":
+        if train and augment:
+            steps += [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
+        else:
+            steps += [v2.Resize(round(size * 256 / 224), antialias=True), v2.CenterCrop(size)]
+        return v2.Compose(steps + _normalise(mean, std))
+    if size != native:
+        steps.append(v2.Resize(size, antialias=True))
+    if train and augment:
+        steps.append(v2.RandomCrop(size, padding=size // 7))  # 4 px at 28-32 px
+        if dataset != "mnist":
+            steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps + _normalise(mean, std))
+
+
+class VideoTrainTransform:
+    """uint8 (T, C, H, W) -> float (C, T, crop, crop): scale jitter, random crop, flip, normalise."""
+
+    def __init__(self, crop_size: int, jitter: tuple[int, int], mean, std):
+        # RandomResize draws the short side uniformly from [lo, hi] (max_size is exclusive).
+        self.pipeline = v2.Compose([v2.RandomResize(jitter[0], jitter[1] + 1, antialias=True),
+                                    v2.RandomCrop(crop_size), v2.RandomHorizontalFlip(),
+                                    *_normalise(mean, std)])
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        out = self.pipeline(tv_tensors.Video(clip))
+        return out.as_subclass(torch.Tensor).permute(1, 0, 2, 3)  # (T, C, H, W) -> (C, T, H, W)
+
+
+class VideoEvalTransform:
+    """uint8 (T, C, H, W) -> float (crops, C, T, crop, crop): short side to crop size, 1 or 3 crops."""
+
+    def __init__(self, crop_size: int, crops: int, mean, std):
+        self.crop_size, self.crops = crop_size, crops
+        self.normalise = v2.Compose(_normalise(mean, std))
+
+    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        clip = F.resize(tv_tensors.Video(clip), [self.crop_size], antialias=True)
+        height, width = clip.shape[-2:]
+        size = self.crop_size
+        if self.crops == 1:
+            offsets = [((height - size) // 2, (width - size) // 2)]
+        elif width >= height:  # three crops along the long side: left, centre, right
+            offsets = [((height - size) // 2, left) for left in (0, (width - size) // 2, width - size)]
+        else:  # portrait: top, centre, bottom
+            offsets = [(top, (width - size) // 2) for top in (0, (height - size) // 2, height - size)]
+        views = [self.normalise(F.crop(clip, top, left, size, size)) for top, left in offsets]
+        return torch.stack([v.as_subclass(torch.Tensor).permute(1, 0, 2, 3) for v in views])
