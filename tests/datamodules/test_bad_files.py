@@ -1,0 +1,65 @@
+"""Bad video files: skipped and counted exactly under `skip` (with and without workers), named under `fail`."""
+
+import shutil
+
+import pytest
+import torch
+
+from datamodules import VideoDataConfig, build_datamodule
+from datamodules.video import TooManyBadFilesError
+from datamodules.video_backend import VideoReadError
+
+
+def _dataset_with_bad_files(root, motion_root):
+    """root/train/{left,right}: 6 good videos + zero-byte, truncated, text-as-mp4; root/val: 1 good."""
+    shutil.copytree(motion_root, root / "train")
+    (root / "val" / "left").mkdir(parents=True)
+    shutil.copy(next((motion_root / "left").iterdir()), root / "val" / "left" / "good.mp4")
+    (root / "train" / "left" / "zero.mp4").write_bytes(b"")
+    good = (motion_root / "right" / "right_000.mp4").read_bytes()
+    (root / "train" / "right" / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    (root / "train" / "right" / "notes.mp4").write_text("this is a text file renamed as mp4\n" * 20)
+    return root
+
+
+def _config(root, **overrides):
+    fields = dict(root=str(root), clip_len=4, frame_interval=2, short_side=64, crop_size=56, batch_size=4,
+                  max_bad_fraction=0.5)
+    return VideoDataConfig(**(fields | overrides))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_skip_counts_bad_files_exactly_and_yields_every_good_sample(tmp_path, motion_root, num_workers):
+    dm = build_datamodule(_config(_dataset_with_bad_files(tmp_path, motion_root), num_workers=num_workers))
+    dm.setup("fit")
+    labels = torch.cat([y for _, y in dm.train_dataloader()])
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]  # all six good videos, nothing else
+    quality = dm.data_quality()
+    assert quality["files"] == 10 and quality["bad_files"] == 3 and quality["bad_fraction"] == pytest.approx(0.3)
+    assert quality["bad/empty"] == 1 and quality["bad/unreadable"] == 2
+    assert quality["train/bad_files"] == 3 and quality["val/bad_files"] == 0
+    reasons = {path.rsplit("/", 1)[-1]: item["reason"] for path, item in dm.bad_files().items()}
+    assert reasons == {"zero.mp4": "empty", "truncated.mp4": "unreadable", "notes.mp4": "unreadable"}
+
+
+def test_file_that_breaks_after_setup_is_skipped_and_counted_once_across_workers(tmp_path, motion_root):
+    dm = build_datamodule(_config(_dataset_with_bad_files(tmp_path, motion_root), num_workers=2))
+    dm.setup("fit")
+    (tmp_path / "train" / "left" / "left_001.mp4").write_bytes(b"")  # goes bad mid-run
+    for _ in range(2):  # two epochs: the file fails twice, is counted once
+        labels = torch.cat([y for _, y in dm.train_dataloader()])
+        assert sorted(labels.tolist()) == [0, 0, 1, 1, 1]
+    quality = dm.data_quality()
+    assert quality["bad_files"] == 4 and quality["bad/empty"] == 2
+
+
+def test_fail_policy_raises_naming_the_file(tmp_path, motion_root):
+    dm = build_datamodule(_config(_dataset_with_bad_files(tmp_path, motion_root), bad_files="fail"))
+    with pytest.raises(VideoReadError, match=r"(zero|truncated|notes)\.mp4.*bad_files='fail'"):
+        dm.setup("fit")
+
+
+def test_too_many_bad_files_fail_the_run_listing_them(tmp_path, motion_root):
+    dm = build_datamodule(_config(_dataset_with_bad_files(tmp_path, motion_root), max_bad_fraction=0.2))
+    with pytest.raises(TooManyBadFilesError, match=r"3 of 10 video files are bad.*zero\.mp4 \(empty\)"):
+        dm.setup("fit")
