@@ -1,0 +1,89 @@
+"""`cluster.kind: ray`: the same training run on N Ray Train workers (Ray 2.60, Train V2).
+
+The driver starts (or joins, `cluster.address`) a Ray cluster and runs a `TorchTrainer` whose workers
+each call `training.fit.run_training(cfg, ray_worker=True)`: the Lightning Trainer there uses
+`RayDDPStrategy` + `RayLightningEnvironment` (ranks and world size come from Ray), is checked by
+`prepare_trainer`, and reports a checkpoint per epoch with `RayTrainReportCallback` into
+`cluster.storage_path` (default `$ATTNLAB_HOME/ray_results/<name>`). MLflow logging happens on the
+worker of world rank 0 only (Lightning's loggers write from global rank 0), so one MLflow run results.
+
+Resume: running the same name again with the same storage path lets Train V2 restore the run's
+checkpoint manager; workers continue from `ray.train.get_checkpoint()` (epoch granularity, the same
+file on every worker, so ranks never disagree about where they are).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training import tracking
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.fit import FitResult
+
+
+def fit_on_ray(cfg: TrainConfig) -> FitResult:
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from training.fit import completed_result, result_from_run
+
+    done = completed_result(cfg)
+    if done is not None:
+        return done
+    uri = tracking.tracking_uri(cfg.tracking.uri)
+    if uri == tracking.default_tracking_uri():
+        tracking.experiment_id(uri, cfg.tracking.experiment)  # create it here, not racing in workers
+    if not ray.is_initialized():
+        ray.init(address=cfg.cluster.address, log_to_driver=True)
+    storage = cfg.cluster.storage_path or str(tracking.attnlab_home() / "ray_results")
+    resources = {"CPU": cfg.cluster.cpus_per_worker}
+    if cfg.cluster.use_gpu:
+        resources["GPU"] = 1
+    worker_cfg = cfg.model_copy(deep=True)
+    worker_cfg.tracking.uri = uri  # workers must write where the driver reads
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"config": worker_cfg.model_dump(mode="json"),
+                           "attnlab_home": str(tracking.attnlab_home())},
+        scaling_config=ScalingConfig(num_workers=cfg.cluster.num_workers, use_gpu=cfg.cluster.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=cfg.name, storage_path=storage),
+    )
+    trainer.fit()  # raises ray.train.TrainingFailedError when a worker fails
+    run = tracking.find_run(uri, cfg.tracking.experiment, cfg.name)
+    if run is None:
+        raise RuntimeError(f"Ray Train finished but no MLflow run named {cfg.name!r} exists in {uri}")
+    return result_from_run(cfg, run)
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Body of every Ray Train worker: the local training path with Ray's strategy and environment."""
+    os.environ["ATTNLAB_HOME"] = loop_config["attnlab_home"]
+    from training.config import TrainConfig
+    from training.fit import run_training
+
+    run_training(TrainConfig.model_validate(loop_config["config"]), ray_worker=True)
+
+
+def ray_trainer_arguments(arguments: dict[str, Any], resume: str | None) -> tuple[dict, list, str | None]:
+    """Lightning Trainer arguments for a Ray worker, the extra callbacks, and the checkpoint to resume."""
+    import ray.train
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback
+    from ray.train.torch import get_device
+
+    arguments = dict(arguments)
+    arguments.update(strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()], devices="auto")
+    arguments.pop("num_nodes", None)  # Ray places the workers; Lightning sees one process per worker
+    if arguments.get("accelerator") == "auto" and get_device().type != "cuda":
+        arguments["accelerator"] = "cpu"
+    checkpoint = ray.train.get_checkpoint()
+    resume = None
+    if checkpoint is not None:
+        # to_directory() copies from any storage (local folder, S3, ...) into a local temp folder.
+        resume = str(Path(checkpoint.to_directory()) / RayTrainReportCallback.CHECKPOINT_NAME)
+    return arguments, [RayTrainReportCallback()], resume
