@@ -41,13 +41,16 @@ class FitResult:
     figures: list[str] = field(default_factory=list)
 
 
-def fit(cfg: TrainConfig) -> FitResult:
-    """Train, test and log one run; on `cluster.kind: ray` the same run goes through Ray Train."""
+def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitResult:
+    """Train, test and log one run; on `cluster.kind: ray` the same run goes through Ray Train.
+
+    `callbacks`: extra Lightning callbacks of a local run (the Ray Tune trainable reports through one).
+    """
     if cfg.cluster.kind == "ray":
         from training.ray_train import fit_on_ray
 
         return fit_on_ray(cfg)
-    return run_training(cfg)
+    return run_training(cfg, callbacks=callbacks)
 
 
 def completed_result(cfg: TrainConfig) -> FitResult | None:
@@ -119,7 +122,7 @@ def trainer_arguments(cfg: TrainConfig) -> dict[str, Any]:
     return arguments
 
 
-def run_training(cfg: TrainConfig, *, ray_worker: bool = False) -> FitResult:
+def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list | None = None) -> FitResult:
     """Train and test in this process (one DDP rank, or one Ray Train worker when `ray_worker`)."""
     import lightning.pytorch as pl
 
@@ -137,7 +140,7 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False) -> FitResult:
     checkpoint_dir = tracking.run_dir(cfg.name) / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
     monitor = "val/acc" if _has_validation(datamodule) else None
-    callbacks = checkpoint_callbacks(cfg, checkpoint_dir, monitor)
+    callbacks = checkpoint_callbacks(cfg, checkpoint_dir, monitor) + list(callbacks or [])
     arguments = trainer_arguments(cfg)
     resume = str(last) if last.exists() else None
     if ray_worker:
