@@ -1,0 +1,74 @@
+"""FastAPI dependencies: the running service's parts and the bearer-token check.
+
+Routes declare what they need as `Annotated[..., Depends(...)]`; tests swap any of these through
+`app.dependency_overrides`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.mlflow_ui import MlflowUI
+from service.settings import Settings
+from service.store import JobStore
+from service.supervisor import Supervisor
+from service.tracking import TrackingReader
+
+
+@dataclass
+class Services:
+    """What the app's lifespan builds from Settings and the routes share."""
+
+    settings: Settings
+    store: JobStore
+    supervisor: Supervisor
+    tracking: TrackingReader
+    token: str
+    mlflow_ui: MlflowUI | None = None
+    mlflow_ui_url: str | None = None  # set once the UI answers
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settings:
+    return services.settings
+
+
+def get_store(services: Annotated[Services, Depends(get_services)]) -> JobStore:
+    return services.store
+
+
+def get_tracking(services: Annotated[Services, Depends(get_services)]) -> TrackingReader:
+    return services.tracking
+
+
+def get_supervisor(services: Annotated[Services, Depends(get_services)]) -> Supervisor:
+    return services.supervisor
+
+
+_bearer = HTTPBearer(auto_error=False, description="the service token (ATTNLAB_TOKEN or <home>/token)")
+
+
+def require_token(services: Annotated[Services, Depends(get_services)],
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """Mutating routes need `Authorization: Bearer <token>`; 401 otherwise."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token (Authorization header)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not secrets.compare_digest(credentials.credentials.encode(), services.token.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+TrackingDep = Annotated[TrackingReader, Depends(get_tracking)]
+SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
+Authorized = Depends(require_token)

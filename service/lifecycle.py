@@ -1,0 +1,69 @@
+"""Starting and stopping the service's parts: job store, runner, supervisor, MLflow store and UI.
+
+Order matters on a fresh embedded store: the API process creates (migrates) the MLflow SQLite
+store first, then `mlflow server` starts on it, and only then does the supervisor launch jobs,
+so no two processes ever migrate one SQLite file at once. Requests are served from the start:
+submissions queue while the store warms up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from service.deps import Services
+from service.mlflow_ui import MlflowUI
+from service.routes.health import redact
+from service.runners import make_runner
+from service.settings import Settings
+from service.store import JobStore
+from service.supervisor import Supervisor
+from service.tracking import TrackingReader
+
+log = logging.getLogger("attnlab.service")
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def start_services(settings: Settings) -> Services:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.database_url)
+    tracking = TrackingReader(settings.tracking_uri)
+    tracking_ready = threading.Event()
+    supervisor = Supervisor(settings, store, make_runner(settings), tracking, ready=tracking_ready.is_set)
+    ui = MlflowUI(settings) if settings.embedded_tracking and settings.mlflow_ui else None
+    services = Services(settings=settings, store=store, supervisor=supervisor, tracking=tracking,
+                        token=settings.bearer_token(), mlflow_ui=ui)
+    token_source = "ATTNLAB_TOKEN" if settings.token else str(settings.home / "token")
+    say(f"attnlab API: {settings.service_url}  (docs {settings.service_url}/docs; token from {token_source})")
+    say(f"MLflow tracking: {redact(settings.tracking_uri)}")
+
+    def prepare_tracking() -> None:
+        try:
+            tracking.warm_up()
+        except Exception:  # an unreachable external server: jobs still run and report their own errors
+            log.exception("could not open the MLflow tracking store %s", redact(settings.tracking_uri))
+        if ui is not None:
+            ui.start()
+            if ui.wait_ready():
+                services.mlflow_ui_url = ui.url
+                say(f"MLflow UI: {ui.url}")
+            else:
+                say(f"MLflow UI did not start; see {ui.log_path}")
+        tracking_ready.set()
+
+    threading.Thread(target=prepare_tracking, name="attnlab-tracking", daemon=True).start()
+    supervisor.start()
+    return services
+
+
+def stop_services(services: Services) -> None:
+    """Stop supervising and the UI; running jobs keep running and are re-adopted on the next start."""
+    services.supervisor.stop()
+    services.supervisor.runner.close()
+    if services.mlflow_ui is not None:
+        services.mlflow_ui.stop()
+    services.store.close()

@@ -1,0 +1,93 @@
+"""The MLflow web UI on the embedded store: `mlflow server` as a child process of `attnlab serve`.
+
+Started only when no external tracking server is configured. Its first start migrates the SQLite
+store and takes ~20 s on two cores, so readiness is polled (GET /health), never assumed after a
+fixed sleep. The child gets SIGTERM if the service dies (PR_SET_PDEATHSIG), so it never outlives us.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from service.settings import Settings
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
+    """`preferred` if it can be bound now, else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError("no free port")
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class MlflowUI:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.port = free_port(settings.mlflow_ui_port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path: Path = settings.home / "mlflow-ui.log"
+        self.ready = threading.Event()
+        self._process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        uri = self.settings.tracking_uri
+        return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--registry-store-uri", uri,
+                "--default-artifact-root", (self.settings.home / "mlartifacts").as_uri(),
+                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+
+    def start(self) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True,
+                                             preexec_fn=_die_with_parent)
+
+    def wait_ready(self, timeout: float = 180.0) -> bool:
+        """Poll the UI's /health until it answers; False if it exited or timed out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is None or self._process.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        self.ready.set()
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.5)
+        return False
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

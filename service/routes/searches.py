@@ -1,0 +1,21 @@
+"""Hyperparameter searches: submitted like training jobs, run by `attnlab tune`, listed under /jobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from service.deps import Authorized, SettingsDep, StoreDep, SupervisorDep
+from service.routes.jobs import SUBMIT_RESPONSES, submit_job
+from service.schemas import JobOut, SearchJobRequest
+from service.store import JobKind
+
+router = APIRouter(prefix="/searches", tags=["searches"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_RESPONSES,
+             dependencies=[Authorized], summary="Submit a search (a training config plus a search section)")
+def submit_search(request: SearchJobRequest, response: Response, settings: SettingsDep, store: StoreDep,
+                  supervisor: SupervisorDep) -> JobOut:
+    # The search's MLflow parent run carries the search name, so the job is tracked by it.
+    return submit_job(JobKind.SEARCH, request.config.search_name, request.config, request.idempotency_key,
+                      response, settings, store, supervisor)

@@ -1,0 +1,138 @@
+"""Request and response bodies. Submissions wrap the very config types the CLI loads from YAML."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.store import Job, JobKind, JobState
+from training.config import ModelConfig, TrainConfig, model_problems
+from tuning.config import SearchConfig
+
+
+@lru_cache(maxsize=4096)
+def cached_model_problems(model_json: str) -> tuple[str, ...]:
+    """training.config.model_problems, memoised: it builds the network on the meta device (~50 ms),
+    and its answer depends on the model section alone. Keeps submit latency low under load."""
+    return tuple(model_problems(ModelConfig.model_validate_json(model_json)))
+
+
+def _check_model(config: TrainConfig) -> TrainConfig:
+    problems = cached_model_problems(config.model.model_dump_json())
+    if problems:
+        raise ValueError("\n".join(problems))
+    return config
+
+
+class TrainJobConfig(TrainConfig):
+    """TrainConfig with its registry check memoised (same fields, same errors)."""
+
+    model_config = ConfigDict(title="TrainConfig")
+
+    # Same name as TrainConfig's validator, so it replaces that one instead of running beside it.
+    @model_validator(mode="after")
+    def _check_model_against_registries(self) -> TrainJobConfig:
+        return _check_model(self)
+
+
+class SearchJobConfig(SearchConfig):
+    """SearchConfig with the base config's registry check memoised."""
+
+    model_config = ConfigDict(title="SearchConfig")
+
+    @model_validator(mode="after")
+    def _check_model_against_registries(self) -> SearchJobConfig:
+        return _check_model(self)
+
+IdempotencyKey = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+                       description="Resubmitting with the same key returns the job it created (200)")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainJobRequest(_Request):
+    config: TrainJobConfig
+    idempotency_key: str | None = IdempotencyKey
+
+
+class SearchJobRequest(_Request):
+    config: SearchJobConfig
+    idempotency_key: str | None = IdempotencyKey
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: JobKind
+    name: str
+    state: JobState
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int = Field(description="launches so far; > 1 after a resume")
+    runner: str | None
+    cancel_requested: bool
+    message: str | None = Field(description="why it failed or was cancelled")
+    mlflow_run_id: str | None
+    registered_model: str | None
+    model_version: str | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls.model_validate({name: getattr(job, name) for name in cls.model_fields})
+
+
+class JobDetail(JobOut):
+    config: dict[str, Any]
+    mlflow_status: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict, description="latest value of each MLflow metric")
+
+
+class JobList(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ModelVersionOut(BaseModel):
+    version: str
+    run_id: str | None
+    status: str
+    aliases: list[str]
+    created: int | None = Field(description="milliseconds since the epoch")
+    metrics: dict[str, float]
+
+
+class ModelOut(BaseModel):
+    name: str
+    description: str | None
+    aliases: dict[str, str] = Field(description="alias -> version")
+    latest_versions: list[str]
+
+
+class ModelDetail(ModelOut):
+    versions: list[ModelVersionOut]
+
+
+class AliasRequest(_Request):
+    version: str = Field(pattern=r"^[0-9]{1,9}$", description="the model version the alias points to")
+
+
+class Health(BaseModel):
+    status: str
+    queued: int
+    running: int
+    slots: int
+    runner: str
+    tracking_uri: str
+    mlflow_ui: str | None = Field(description="URL of the MLflow UI this service started, if any")
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[dict[str, Any]]
