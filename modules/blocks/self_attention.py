@@ -134,13 +134,14 @@ class SelfAttention2d(nn.Module):
         """Token form of ``forward``: ``(B, N, C) -> (B, N, C_out)`` with ``N = height·width``."""
         batch, length, _ = tokens.shape
         values = self._values(tokens)  # (B, heads, N, D_h)
-        positional = self.positional_scores(height, width).to(tokens.dtype)  # (heads, N, N)
+        positional = self.positional_scores(height, width)  # (heads, N, N)
         dropout = self.attention_dropout if self.training else 0.0
         if self.content:
             queries, keys = self._queries_keys(tokens)  # (B, heads, N, d_k) each
-            # The positional scores enter as SDPA's additive float mask (-inf outside the window).
+            # The positional scores enter as SDPA's additive float mask (-inf outside the window);
+            # the mask must share the queries' dtype (bf16 under autocast).
             mixed = F.scaled_dot_product_attention(
-                queries, keys, values, attn_mask=positional, dropout_p=dropout
+                queries, keys, values, attn_mask=positional.to(queries.dtype), dropout_p=dropout
             )  # softmax((B, heads, N, d_k) x (B, heads, d_k, N) + (heads, N, N)) x (B, heads, N, D_h) -> (B, heads, N, D_h)
         else:
             # Positional-only attention does not depend on the input: one (heads, N, N) map for the batch.
