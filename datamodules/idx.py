@@ -34,7 +34,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     body = data[4 + 4 * ndim:]
     if len(body) != expected:
         raise ValueError(f"{path}: idx header says shape {shape} ({expected} bytes) but the file holds {len(body)}")
-    return np.frombuffer(body, dtype=dtype).reshape(shape)
+    return np.frombuffer(body, dtype=dtype).reshape(shape).copy()  # writable, detached from the bytes
 
 
 def find_idx_file(root: Path, stem: str) -> Path | None:
