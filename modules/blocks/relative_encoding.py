@@ -28,20 +28,30 @@ import torch
 from torch import nn
 
 
-def relative_shifts(height: int, width: int, device=None) -> torch.Tensor:
-    """Shifts ``δ = k − q`` between every query and key pixel, as ``(N, N, 2)`` (Δrow, Δcol)."""
-    rows, cols = torch.meshgrid(
-        torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij"
-    )
-    positions = torch.stack([rows.flatten(), cols.flatten()], dim=-1)  # (N, 2)
-    return positions[None, :, :] - positions[:, None, :]  # (1, N, 2) - (N, 1, 2) -> (N, N, 2)
+def axis_shifts(length: int, device=None) -> torch.Tensor:
+    """Shifts ``key − query`` along one axis, ``(L, L)`` (query rows, key columns)."""
+    positions = torch.arange(length, device=device)
+    return positions[None, :] - positions[:, None]  # (1, L) - (L, 1) -> (L, L)
 
 
-def window_mask(shifts: torch.Tensor, window: int | None) -> torch.Tensor | None:
+def combine_axes(row_part: torch.Tensor, col_part: torch.Tensor) -> torch.Tensor:
+    """Scores separable over axes, ``(heads, H, H)`` and ``(heads, W, W)``, summed into ``(heads, N, N)``.
+
+    Working per axis keeps every intermediate at ``heads·(H² + W²)`` instead of ``heads·N²·2``.
+    """
+    heads, height, width = row_part.shape[0], row_part.shape[1], col_part.shape[1]
+    total = row_part[:, :, None, :, None] + col_part[:, None, :, None, :]  # (heads, H, 1, H, 1) + (heads, 1, W, 1, W) -> (heads, H, W, H, W)
+    return total.reshape(heads, height * width, height * width)  # (heads, H·W queries, H·W keys)
+
+
+def window_mask(height: int, width: int, window: int | None, device=None) -> torch.Tensor | None:
     """Boolean ``(N, N)``: True where the key lies outside the window around the query."""
     if window is None:
         return None
-    return shifts.abs().amax(dim=-1) > window  # (N, N, 2) -> (N, N)
+    far_rows = axis_shifts(height, device).abs() > window  # (H, H)
+    far_cols = axis_shifts(width, device).abs() > window  # (W, W)
+    outside = far_rows[:, None, :, None] | far_cols[None, :, None, :]  # (H, 1, H, 1) | (1, W, 1, W) -> (H, W, H, W)
+    return outside.reshape(height * width, height * width)  # (N, N)
 
 
 class QuadraticEncoding(nn.Module):
@@ -61,11 +71,11 @@ class QuadraticEncoding(nn.Module):
         """α per head, ``(heads,)``."""
         return self.log_sharpness.exp()
 
-    def scores(self, shifts: torch.Tensor) -> torch.Tensor:
-        shifts = shifts.to(self.centres.dtype)
-        offset = shifts[None] - self.centres[:, None, None, :]  # (1, N, N, 2) - (heads, 1, 1, 2) -> (heads, N, N, 2)
-        distance = offset.pow(2).sum(dim=-1)  # (heads, N, N)
-        return -self.sharpness[:, None, None] * distance  # (heads, 1, 1) * (heads, N, N)
+    def scores(self, height: int, width: int) -> torch.Tensor:
+        row_offset, col_offset = _offsets_from_centres(self.centres, height, width)  # (heads, H, H), (heads, W, W)
+        sharpness = self.sharpness[:, None, None]  # (heads, 1, 1)
+        # −α‖δ − Δ‖² = −α(δrow − Δrow)² − α(δcol − Δcol)²
+        return combine_axes(-sharpness * row_offset.square(), -sharpness * col_offset.square())  # (heads, N, N)
 
     def readout(self) -> dict[str, torch.Tensor]:
         sharpness = self.sharpness.detach()
@@ -94,12 +104,16 @@ class GeneralizedQuadraticEncoding(nn.Module):
         factor = self.precision_factor
         return factor @ factor.transpose(1, 2)  # (heads, 2, 2) x (heads, 2, 2) -> (heads, 2, 2)
 
-    def scores(self, shifts: torch.Tensor) -> torch.Tensor:
-        shifts = shifts.to(self.centres.dtype)
-        offset = shifts[None] - self.centres[:, None, None, :]  # (heads, N, N, 2)
-        # ‖Lᵀ(δ − Δ)‖² = (δ − Δ)ᵀ L Lᵀ (δ − Δ)
-        projected = torch.einsum("hqki,hij->hqkj", offset, self.precision_factor)  # (heads, N, N, 2)
-        return -projected.pow(2).sum(dim=-1)  # (heads, N, N)
+    def scores(self, height: int, width: int) -> torch.Tensor:
+        row_offset, col_offset = _offsets_from_centres(self.centres, height, width)  # (heads, H, H), (heads, W, W)
+        precision = self.precision  # (heads, 2, 2)
+        # (δ − Δ)ᵀ Σ⁻¹ (δ − Δ) = Σ⁻¹₀₀ r² + Σ⁻¹₁₁ c² + 2 Σ⁻¹₀₁ r c with r, c the row and column offsets.
+        squares = combine_axes(
+            -precision[:, 0, 0, None, None] * row_offset.square(),
+            -precision[:, 1, 1, None, None] * col_offset.square(),
+        )  # (heads, N, N)
+        cross = (-2 * precision[:, 0, 1, None, None] * row_offset)[:, :, None, :, None] * col_offset[:, None, :, None, :]  # (heads, H, 1, H, 1) * (heads, 1, W, 1, W) -> (heads, H, W, H, W)
+        return squares + cross.reshape(squares.shape)  # (heads, N, N)
 
     def readout(self) -> dict[str, torch.Tensor]:
         return {
@@ -127,13 +141,23 @@ class LearnedEncoding(nn.Module):
         self.col_embedding = nn.Parameter(torch.randn(2 * window + 1, half) * 0.02)  # (2w+1, D_p/2)
         self.head_vectors = nn.Parameter(torch.randn(heads, position_dim) * 0.02)  # (heads, D_p)
 
-    def scores(self, shifts: torch.Tensor) -> torch.Tensor:
+    def scores(self, height: int, width: int) -> torch.Tensor:
         half = self.row_embedding.shape[1]
-        # r_δᵀ u_h splits into a row part and a column part: score one table row per shift, then gather.
+        # r_δᵀ u_h = row_emb[Δrow]ᵀ u_h[:half] + col_emb[Δcol]ᵀ u_h[half:]: score each table row once, then gather.
         row_scores = self.row_embedding @ self.head_vectors[:, :half].T  # (2w+1, D_p/2) x (D_p/2, heads) -> (2w+1, heads)
         col_scores = self.col_embedding @ self.head_vectors[:, half:].T  # (2w+1, heads)
-        # Out-of-window shifts are clamped only to index safely; the caller masks them.
-        index = shifts.clamp(-self.window, self.window) + self.window  # (N, N, 2) in [0, 2w]
-        total = row_scores[index[..., 0]] + col_scores[index[..., 1]]  # (N, N, heads)
-        return total.permute(2, 0, 1)  # (N, N, heads) -> (heads, N, N)
+        row_part = row_scores[self._table_index(height)].permute(2, 0, 1)  # (H, H, heads) -> (heads, H, H)
+        col_part = col_scores[self._table_index(width)].permute(2, 0, 1)  # (W, W, heads) -> (heads, W, W)
+        return combine_axes(row_part, col_part)  # (heads, N, N)
 
+    def _table_index(self, length: int) -> torch.Tensor:
+        # Out-of-window shifts are clamped only to index safely; the caller masks them.
+        shifts = axis_shifts(length, self.row_embedding.device)  # (L, L)
+        return shifts.clamp(-self.window, self.window) + self.window  # (L, L) in [0, 2w]
+
+
+def _offsets_from_centres(centres: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``δ − Δ`` per axis and head: ``(heads, H, H)`` for rows and ``(heads, W, W)`` for columns."""
+    rows = axis_shifts(height, centres.device).to(centres.dtype)  # (H, H)
+    cols = axis_shifts(width, centres.device).to(centres.dtype)  # (W, W)
+    return rows[None] - centres[:, 0, None, None], cols[None] - centres[:, 1, None, None]  # (heads, H, H), (heads, W, W)

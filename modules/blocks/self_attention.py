@@ -19,7 +19,6 @@ from modules.blocks.relative_encoding import (
     GeneralizedQuadraticEncoding,
     LearnedEncoding,
     QuadraticEncoding,
-    relative_shifts,
     window_mask,
 )
 
@@ -152,10 +151,8 @@ class SelfAttention2d(nn.Module):
 
     def positional_scores(self, height: int, width: int) -> torch.Tensor:
         """Positional attention scores ``(heads, N, N)`` (query rows, key columns), ``-inf`` outside the window."""
-        device = next(self.encoding.parameters()).device
-        shifts = relative_shifts(height, width, device=device)  # (N, N, 2)
-        scores = self.encoding.scores(shifts)  # (heads, N, N)
-        outside = window_mask(shifts, self.window)  # (N, N) or None
+        scores = self.encoding.scores(height, width)  # (heads, N, N)
+        outside = window_mask(height, width, self.window, scores.device)  # (N, N) or None
         return scores if outside is None else scores.masked_fill(outside, float("-inf"))
 
     def attention_probabilities(self, x: torch.Tensor, query_positions) -> torch.Tensor:

@@ -23,6 +23,39 @@ def test_each_encoding_keeps_map_shape_and_passes_gradients(encoding):
         assert parameter.grad.abs().sum() > 0, f"no gradient reaches {name}"
 
 
+def reference_positional_scores(layer: SelfAttention2d, height: int, width: int) -> torch.Tensor:
+    """Scores straight from the paper's definitions, one (query, key) pair at a time."""
+    encoding = layer.encoding
+    scores = torch.empty(layer.heads, height * width, height * width)
+    pixels = [(row, col) for row in range(height) for col in range(width)]
+    for query, (query_row, query_col) in enumerate(pixels):
+        for key, (key_row, key_col) in enumerate(pixels):
+            shift = torch.tensor([key_row - query_row, key_col - query_col], dtype=torch.float32)
+            if layer.window is not None and shift.abs().max() > layer.window:
+                scores[:, query, key] = float("-inf")
+            elif layer.encoding_name == "quadratic":
+                scores[:, query, key] = -encoding.sharpness * (shift - encoding.centres).square().sum(dim=1)
+            elif layer.encoding_name == "quadratic_generalized":
+                offset = shift - encoding.centres  # (heads, 2)
+                scores[:, query, key] = -torch.einsum("hi,hij,hj->h", offset, encoding.precision, offset)
+            else:
+                row, col = int(shift[0]) + encoding.window, int(shift[1]) + encoding.window
+                embedding = torch.cat([encoding.row_embedding[row], encoding.col_embedding[col]])  # r_δ, (D_p,)
+                scores[:, query, key] = encoding.head_vectors @ embedding
+    return scores
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("window", [None, 2])
+def test_positional_scores_follow_the_definitions(encoding, window):
+    torch.manual_seed(4)
+    layer = SelfAttention2d(4, heads=3, encoding=encoding, window=window)
+    with torch.no_grad():
+        for parameter in layer.encoding.parameters():
+            parameter.normal_()
+        torch.testing.assert_close(layer.positional_scores(4, 5), reference_positional_scores(layer, 4, 5))
+
+
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_relative_encodings_are_translation_equivariant_on_interior_pixels(encoding):
     # With a window w, the output at p only reads pixels within w of p. After a circular shift by s,
