@@ -1,0 +1,128 @@
+"""The ResNet skeleton shared by the 2D and 3D backbones, and the insertion of attention blocks.
+
+Top-level names follow torchvision (``conv1``, ``bn1``, ``maxpool``, ``fc``; blocks keep ``conv1``,
+``bn2``, ``downsample.0`` …) except that the stages carry the papers' names ``res2``..``res5`` instead of
+``layer1``..``layer4``, so a torchvision state dict loads after renaming those four prefixes.
+
+Where each block family goes (see ``residual.py`` for the slots):
+
+``nonlocal``  after the residual block (``post`` slot), on the block's output channels, ``dim`` of the
+              net — Non-local paper (arXiv:1711.07971) §4 "we insert a non-local block after ... residual blocks".
+``se``        inside the residual block; block keyword ``integration`` picks the SE paper's Table 14 design:
+              ``standard`` (branch output, before the sum; channels = planes × expansion), ``pre`` (branch
+              input; channels = block input channels), ``post`` (after sum and ReLU), ``identity`` (on the
+              shortcut). The backbone consumes ``integration``; the other keywords go to ``make_block``.
+``selfattn``  replaces the 3×3 convs that keep their width (2D only), see ``residual.replace_spatial_convs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modules.backbones.residual import ResidualBlock, init_weights, make_stage, replace_spatial_convs
+from modules.blocks import BLOCKS, make_block
+from modules.placement import default_preset, resolve
+
+STAGES = ("res2", "res3", "res4", "res5")
+SE_INTEGRATION_SLOTS = {"standard": "branch", "pre": "pre", "post": "post", "identity": "identity"}
+
+
+class ResNet(nn.Module):
+    """stem → res2 → pool2 → res3 → res4 → res5 → global average pool → dropout → fc.
+
+    ``stem`` provides ``conv1``, ``bn1`` and ``maxpool`` (``nn.Identity`` when the stem does not pool);
+    ``pool2`` is the Non-local paper's temporal pool after res2 (Table 1), ``nn.Identity`` in 2D.
+    """
+
+    def __init__(self, *, dim: int, in_channels: int, num_classes: int, block_type: type[ResidualBlock],
+                 depths: tuple[int, int, int, int], stem_channels: int, base_planes: int,
+                 conv1: nn.Module, maxpool: nn.Module, pool2: nn.Module,
+                 temporal_kernels: Mapping[str, list[int]] | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dim = dim
+        self.in_channels = in_channels
+        self.stage_depths = dict(zip(STAGES, depths, strict=True))
+        self.block_kind: str | None = None
+        self.placement: dict[str, list[int]] = {}
+        self.conv1 = conv1
+        self.bn1 = nn.BatchNorm2d(stem_channels) if dim == 2 else nn.BatchNorm3d(stem_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = maxpool
+        channels = stem_channels
+        for index, (stage, depth) in enumerate(self.stage_depths.items()):
+            planes = base_planes * 2**index
+            kernels = (temporal_kernels or {}).get(stage)
+            setattr(self, stage, make_stage(block_type, channels, planes, depth, 1 if index == 0 else 2,
+                                            dim=dim, temporal_kernels=kernels))
+            channels = planes * block_type.expansion
+        self.pool2 = pool2
+        self.avgpool = nn.AdaptiveAvgPool2d(1) if dim == 2 else nn.AdaptiveAvgPool3d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.num_features = channels
+        self.fc = nn.Linear(channels, num_classes)
+        init_weights(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, [T,] H, W) -> the res5 feature map (B, C5, [T',] H', W')."""
+        if x.dim() != self.dim + 2:
+            expected = "(B, C, H, W)" if self.dim == 2 else "(B, C, T, H, W)"
+            raise ValueError(f"this {self.dim}D backbone expects input {expected}, got shape {tuple(x.shape)}")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.pool2(self.res2(x))
+        return self.res5(self.res4(self.res3(x)))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """(B, C5, [T',] H', W') -> logits (B, num_classes)."""
+        pooled = torch.flatten(self.avgpool(features), 1)  # (B, C5, 1, 1[, 1]) -> (B, C5)
+        return self.fc(self.dropout(pooled))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def residual_blocks(self, stage: str) -> list[ResidualBlock]:
+        return list(getattr(self, stage))
+
+
+def insert_blocks(net: ResNet, block: str | None, placement: Any, block_kw: dict[str, Any],
+                  *, backbone: str) -> ResNet:
+    """Put ``block`` attention blocks into ``net`` at ``placement`` (preset name or mapping).
+
+    ``block=None`` keeps the plain backbone and ignores ``placement`` and ``block_kw``, so a baseline run
+    can share its config with the attention runs it is compared against. ``placement=None`` with a
+    block uses the family's default preset (``modules.placement.DEFAULT_PRESETS``).
+    """
+    if block is None:
+        return net
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block kind {block!r}; valid kinds: {', '.join(sorted(BLOCKS))}")
+    if block == "selfattn" and net.dim != 2:
+        raise ValueError(f"block 'selfattn' is 2D only (SelfAttention2d); backbone {backbone!r} is {net.dim}D")
+    if placement is None:
+        placement = default_preset(block)
+    resolved = resolve(placement, net.stage_depths)
+    block_kw = dict(block_kw)
+    slot = "post"
+    if block == "se":
+        integration = block_kw.pop("integration", "standard")
+        if integration not in SE_INTEGRATION_SLOTS:
+            raise ValueError(f"unknown SE integration {integration!r}; valid: {', '.join(SE_INTEGRATION_SLOTS)}")
+        slot = SE_INTEGRATION_SLOTS[integration]
+    for stage, indices in resolved.items():
+        blocks = net.residual_blocks(stage)
+        for index in indices:
+            _attach(blocks[index], block, slot, net.dim, block_kw)
+    net.block_kind = block
+    net.placement = resolved
+    return net
+
+
+def _attach(residual: ResidualBlock, block: str, slot: str, dim: int, block_kw: dict[str, Any]) -> None:
+    if block == "selfattn":
+        replace_spatial_convs(residual, lambda channels: make_block(block, channels, dim=dim, **block_kw))
+        return
+    channels = residual.in_channels if slot == "pre" else residual.out_channels
+    setattr(residual, slot, make_block(block, channels, dim=dim, **block_kw))
