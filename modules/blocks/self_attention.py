@@ -132,10 +132,10 @@ class SelfAttention2d(nn.Module):
     def attend(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Token form of ``forward``: ``(B, N, C) -> (B, N, C_out)`` with ``N = height·width``."""
         batch, length, _ = tokens.shape
-        values = self._values(tokens)  # (B, heads, N, D_h)
         positional = self.positional_scores(height, width)  # (heads, N, N)
         dropout = self.attention_dropout if self.training else 0.0
         if self.content:
+            values = self._values(tokens)  # (B, heads, N, D_h)
             queries, keys = self._queries_keys(tokens)  # (B, heads, N, d_k) each
             # The positional scores enter as SDPA's additive float mask (-inf outside the window);
             # the mask must share the queries' dtype (bf16 under autocast).
@@ -145,9 +145,29 @@ class SelfAttention2d(nn.Module):
         else:
             # Positional-only attention does not depend on the input: one (heads, N, N) map for the batch.
             probabilities = F.dropout(positional.softmax(dim=-1), dropout, self.training)  # (heads, N, N)
-            mixed = probabilities @ values  # (heads, N, N) x (B, heads, N, D_h) -> (B, heads, N, D_h)
+            if self.value is None:
+                return self._mix_identity_values(probabilities, tokens)
+            mixed = probabilities @ self._values(tokens)  # (heads, N, N) x (B, heads, N, D_h) -> (B, heads, N, D_h)
         merged = mixed.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)  # (B, N, heads, D_h) -> (B, N, heads·D_h)
         return self.output(merged)  # (B, N, heads·D_h) -> (B, N, C_out)
+
+    def _mix_identity_values(self, probabilities: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``Σ_h P_h X W_out^h + b_out`` one head at a time (W_val = I), ``(B, N, C) -> (B, N, C_out)``.
+
+        Same result as concatenating the heads, but folding ``W_out^h`` into each head before
+        attending never materialises ``(B, heads, N, C)`` value copies; it halves the layer's peak
+        memory (benchmarks/bench_selfattn.py) at equal FLOPs when ``C_out <= C``.
+        """
+        batch, length, _ = tokens.shape
+        by_pixel = tokens.transpose(0, 1).contiguous()  # (B, N, C) -> (N, B, C)
+        out = None
+        for head in range(self.heads):
+            columns = slice(head * self.channels, (head + 1) * self.channels)
+            projected = F.linear(by_pixel, self.output.weight[:, columns])  # (N, B, C) x (C, C_out) -> (N, B, C_out)
+            mixed = probabilities[head] @ projected.reshape(length, batch * self.out_channels)  # (N, N) x (N, B·C_out) -> (N, B·C_out)
+            out = mixed if out is None else out + mixed
+        out = out.view(length, batch, self.out_channels).transpose(0, 1)  # (N, B·C_out) -> (N, B, C_out) -> (B, N, C_out)
+        return out + self.output.bias  # (B, N, C_out)
 
     def positional_scores(self, height: int, width: int) -> torch.Tensor:
         """Positional attention scores ``(heads, N, N)`` (query rows, key columns), ``-inf`` outside the window."""
