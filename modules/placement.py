@@ -5,8 +5,8 @@ as in the papers (``res2``..``res5``), or the name of one of the ``PRESETS``:
 
 ``nl-1``, ``nl-5``, ``nl-10``   Non-local paper (Wang et al., arXiv:1711.07971) Table 2c: 1 block before
                                 the last residual block of res4; 5 blocks (every other block of res3
-                                and res4, "to res4 ... and res3"); 10 blocks (every residual block of
-                                res3 and res4). The indices are ResNet-50's (res3 has 4 blocks, res4 6).
+                                and res4: 2 + 3); 10 blocks (every residual block of res3 and res4).
+                                The indices are ResNet-50's (res3 has 4 blocks, res4 6).
 ``se-all``, ``se-stage2|3|4``   SE paper (Hu et al., arXiv:1709.01507) Table 13: every block of every
                                 stage, or of one stage only (stage 2|3|4 = res2|res3|res4).
 ``sa-stage2|3|4|5``, ``sa-all`` self-attention replaces the 3×3 convs of one stage / all stages

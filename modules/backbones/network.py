@@ -7,7 +7,8 @@ Top-level names follow torchvision (``conv1``, ``bn1``, ``maxpool``, ``fc``; blo
 Where each block family goes (see ``residual.py`` for the slots):
 
 ``nonlocal``  after the residual block (``post`` slot), on the block's output channels, ``dim`` of the
-              net — Non-local paper (arXiv:1711.07971) §4 "we insert a non-local block after ... residual blocks".
+              net — Non-local paper (arXiv:1711.07971) §4 and Table 2: blocks are added right after
+              residual blocks, counted by their indices within res3/res4.
 ``se``        inside the residual block; block keyword ``integration`` picks the SE paper's Table 14 design:
               ``standard`` (branch output, before the sum; channels = planes × expansion), ``pre`` (branch
               input; channels = block input channels), ``post`` (after sum and ReLU), ``identity`` (on the

@@ -6,7 +6,7 @@
                   A 32×224×224 clip gives 4×7×7 at res5. With the same ``num_classes`` it has exactly
                   the parameters of the 2D ResNet-50 (1×k×k kernels hold k×k weights).
 ``i3d_resnet50``  §4 "Inflated 3D ConvNet": conv1 inflated to 5×7×7, and the first 1×1 conv of a
-                  bottleneck inflated to 3×1×1 "for every other residual block". The blocks follow the
+                  bottleneck inflated to 3×1×1 in every other residual block. Which blocks follows the
                   reference code (facebookresearch/video-nonlocal-net, lib/models/resnet_video.py,
                   ``obtain_arc`` arc_type 2: use_temp_convs res2 [1,1,1], res3 [1,0,1,0],
                   res4 [1,0,1,0,1,0], res5 [0,1,0]); pooling as in Table 1.
@@ -15,6 +15,10 @@
                   channels), depths res2..res5 = 1, 4, 6, 1 so that every Non-local preset (nl-1, nl-5,
                   nl-10) and every SE preset fits; stem conv (1|5)×3×3 stride 1 without pool1 (small
                   frames, few frames), pool2 as in Table 1 (T 8 → 4); no dropout. res5 sees 4×4×4.
+
+The ResNet-50s follow Table 1's temporal strides (×8 overall, for 32-frame clips); the reference code's
+8-frame setting instead keeps conv1 and pool1 at temporal stride 1 (pool1 1×3×3). Dropout 0.5 before
+the classifier is the reference code's TRAIN.DROPOUT_RATE.
 """
 
 from __future__ import annotations
