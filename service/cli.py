@@ -14,6 +14,7 @@ import sys
 # Layer order follows DESIGN.md: training (train, demo, registry) -> tuning (tune) -> service.
 COMMAND_MODULES = [
     "training.cli",
+    "tuning.cli",
     "service.commands",
 ]
 

@@ -1,0 +1,133 @@
+"""The Ray Tune trainable: one trial = one `training.fit(cfg)` whose metrics reach Tune as it trains.
+
+Each trial:
+1. builds its TrainConfig from the search's base config and the trial's values (tuning/space.py),
+   named `<search>-<trial id>` so a retried or resumed trial continues its own checkpoint and run;
+2. checks the budget of a sampled network and, over budget, reports it infeasible (`infeasible=1`,
+   the worst value of the metric) without training;
+3. opens (or finds again) its MLflow child run, tagged `mlflow.parentRunId` = the search's run —
+   `fit` continues the run that carries its name (training/tracking.py `find_run`);
+4. calls `fit` with `TuneReportCallback`, which sends the Lightning metrics to Tune after every
+   validation (or every N steps), so ASHA can stop a trial between epochs.
+
+Trials that need several workers (`resources.workers > 1`) run the same fit through Ray Train
+(`cluster.kind: ray`, training/ray_train.py); their metrics reach Tune once, when fit returns.
+
+Test-only hook: with `ATTNLAB_FAIL_ONCE_MARKER=<path>` set when the search starts, the first trial
+attempt that finds no file at <path> creates it and raises, so a test can watch a retry happen.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning.pytorch as pl
+
+from training import tracking
+
+FAIL_ONCE_ENV = "ATTNLAB_FAIL_ONCE_MARKER"
+SEARCH_TAG = "attnlab.search"
+TRIAL_TAG = "attnlab.trial_id"
+INFEASIBLE_TAG = "attnlab.infeasible"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the test-only fail-once hook."""
+
+
+class TuneReportCallback(pl.Callback):
+    """Report Lightning's logged scalars to Ray Tune (each report is one ASHA time step)."""
+
+    def __init__(self, metric: str, every_n_steps: int | None = None, trial_run_id: str | None = None) -> None:
+        self.metric = metric
+        self.every_n_steps = every_n_steps
+        self.extra = {"mlflow_run_id": trial_run_id} if trial_run_id else {}
+
+    def _report(self, trainer: pl.Trainer) -> None:
+        from ray import tune
+
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()
+                   if getattr(value, "numel", lambda: 1)() == 1}
+        if self.metric not in metrics:  # nothing for the scheduler to act on yet
+            return
+        tune.report({**metrics, "epoch": trainer.current_epoch, "step": trainer.global_step, **self.extra})
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_steps is None and not trainer.sanity_checking:
+            self._report(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_steps is not None and trainer.global_step % self.every_n_steps == 0:
+            self._report(trainer)
+
+
+def worst_value(mode: str) -> float:
+    return float("-inf") if mode == "max" else float("inf")
+
+
+def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
+    """Body of every trial; `context` is fixed per search (see tuning/search.py `trial_context`)."""
+    import torch
+    from ray import tune
+
+    from training import fit
+    from tuning.config import BudgetSpec, cost_of, trial_config
+    from tuning.budget import over_budget
+    from tuning.space import trial_overrides
+
+    os.environ["ATTNLAB_HOME"] = context["attnlab_home"]
+    torch.set_num_threads(max(1, int(context["cpus_per_trial"])))
+    _fail_once(context.get("fail_once_marker"))
+
+    trial_id = tune.get_context().get_trial_id()
+    overrides = trial_overrides(config)
+    cfg = trial_config(context["base"], overrides)
+    name = f"{context['search']}-{trial_id}"
+    cfg = cfg.model_copy(update={"name": name, "tracking": cfg.tracking.model_copy(update={
+        "uri": context["tracking_uri"], "register_as": None, "log_model": False})})
+    if context["workers"] > 1:
+        cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={
+            "kind": "ray", "num_workers": context["workers"], "use_gpu": context["gpus_per_trial"] > 0,
+            "cpus_per_worker": context["cpus_per_trial"]})})
+
+    budget = BudgetSpec.model_validate(context["budget"])
+    cost = cost_of(cfg, budget)
+    run_id = child_run(context, name, trial_id, overrides)
+    client = tracking.client(context["tracking_uri"])
+    for key, value in cost.as_metrics().items():
+        client.log_metric(run_id, key, value)
+    reason = over_budget(cost, budget)
+    if reason:
+        client.set_tag(run_id, INFEASIBLE_TAG, reason)
+        client.set_terminated(run_id, "FINISHED")
+        tune.report({context["metric"]: worst_value(context["mode"]), "infeasible": 1,
+                     "mlflow_run_id": run_id})
+        return
+
+    callback = TuneReportCallback(context["metric"], context["report_every_n_steps"], run_id)
+    result = fit(cfg, callbacks=[callback])
+    if context["workers"] > 1 or result.already_complete:  # no per-epoch reports came from workers
+        tune.report({**result.metrics, "mlflow_run_id": run_id})
+
+
+def child_run(context: dict[str, Any], name: str, trial_id: str, overrides: dict[str, Any]) -> str:
+    """The trial's MLflow run under the search's parent run; found again by name on retry/resume."""
+    uri, experiment = context["tracking_uri"], context["experiment"]
+    run = tracking.find_run(uri, experiment, name)
+    if run is not None:
+        return run.info.run_id
+    tags = {tracking.RUN_NAME_TAG: name, PARENT_TAG: context["parent_run_id"],
+            SEARCH_TAG: context["search"], TRIAL_TAG: trial_id}
+    tags.update({f"attnlab.space.{path}": str(value) for path, value in overrides.items()})
+    created = tracking.client(uri).create_run(tracking.experiment_id(uri, experiment), run_name=name, tags=tags)
+    return created.info.run_id
+
+
+def _fail_once(marker: str | None) -> None:
+    if not marker or os.path.exists(marker):
+        return
+    with open(marker, "w") as handle:
+        handle.write("the first trial attempt failed on purpose\n")
+    raise InjectedFailure(f"injected failure ({FAIL_ONCE_ENV}={marker}); the retry will run")
