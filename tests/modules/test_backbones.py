@@ -11,7 +11,7 @@ from modules.backbones import BACKBONES, build_backbone
 from modules.backbones.network import SE_INTEGRATION_SLOTS
 from modules.backbones.residual import ResidualBlock
 from modules.backbones.resnet3d import I3D_RESNET50_INFLATION, SPECS
-from modules.blocks import BLOCKS, NonLocalBlock, SqueezeExcite
+from modules.blocks import BLOCKS, NonLocalBlock
 from modules.blocks.squeeze_excite import SE_INTEGRATIONS
 
 RESNETS = [name for name in BACKBONES if not name.startswith("attention_net")]
@@ -69,7 +69,7 @@ def test_i3d_resnet50_adds_the_inflated_temporal_weights():
     in_channels = 64
     for stage, flags in I3D_RESNET50_INFLATION.items():
         planes = 64 * 2 ** (int(stage[-1]) - 2)
-        for index, inflated in enumerate(flags):
+        for inflated in flags:
             extra += inflated * in_channels * planes * (3 - 1)
             in_channels = planes * 4
     i3d = build_on_meta("i3d_resnet50", num_classes=400)
