@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from modules.backbones.residual import ResidualBlock, init_weights, make_stage, replace_spatial_convs
 from modules.blocks import BLOCKS, make_block
-from modules.placement import default_preset, resolve
+from modules.placement import default_preset, fitting_presets, resolve
 
 STAGES = ("res2", "res3", "res4", "res5")
 SE_INTEGRATION_SLOTS = {"standard": "branch", "pre": "pre", "post": "post", "identity": "identity"}
@@ -103,8 +103,9 @@ def insert_blocks(net: ResNet, block: str | None, placement: Any, block_kw: dict
     if block == "selfattn" and net.dim != 2:
         raise ValueError(f"block 'selfattn' is 2D only (SelfAttention2d); backbone {backbone!r} is {net.dim}D")
     if placement is None:
-        placement = default_preset(block)
-    resolved = resolve(placement, net.stage_depths)
+        resolved = _resolve_default(block, net, backbone)
+    else:
+        resolved = resolve(placement, net.stage_depths)
     block_kw = dict(block_kw)
     slot = "post"
     if block == "se":
@@ -119,6 +120,17 @@ def insert_blocks(net: ResNet, block: str | None, placement: Any, block_kw: dict
     net.block_kind = block
     net.placement = resolved
     return net
+
+
+def _resolve_default(block: str, net: ResNet, backbone: str) -> dict[str, list[int]]:
+    preset = default_preset(block)
+    try:
+        return resolve(preset, net.stage_depths)
+    except ValueError as error:
+        fitting = ", ".join(fitting_presets(net.stage_depths)) or "none"
+        raise ValueError(f"no placement given and the default for block {block!r}, preset {preset!r}, does not fit "
+                         f"backbone {backbone!r} ({error}); pass placement= a fitting preset ({fitting}) "
+                         f"or a mapping {{stage: [indices]}}") from error
 
 
 def _attach(residual: ResidualBlock, block: str, slot: str, dim: int, block_kw: dict[str, Any]) -> None:

@@ -170,8 +170,10 @@ def test_block_without_placement_uses_the_family_default():
     assert build_backbone("c2d_resnet_tiny", num_classes=2, block="nonlocal").placement == \
         {"res3": [1, 3], "res4": [1, 3, 5]}
     assert len(blocks_of(build_backbone("resnet18_small", num_classes=2, block="se"), "se")) == 8
-    with pytest.raises(ValueError, match=r"placement preset 'nl-5': res3 index 3 is out of range"):
-        build_backbone("resnet18", num_classes=2, block="nonlocal")
+    with pytest.raises(ValueError, match=r"default for block 'nonlocal', preset 'nl-5', does not fit backbone "
+                                         r"'resnet18' .*res3 index 3 is out of range") as error:
+        build_on_meta("resnet18", num_classes=2, block="nonlocal")
+    assert "fitting preset (se-all, se-stage2" in str(error.value)
 
 
 def test_no_block_ignores_placement_and_block_options():
