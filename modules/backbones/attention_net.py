@@ -48,7 +48,11 @@ class AttentionLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        attended = self.attention.attend(tokens, height, width)  # (B, N, hidden)
+        batch, length, hidden = tokens.shape
+        # Through the attention's forward on a (B, C, H, W) map, not its token form `attend`, so
+        # forward hooks (the Fig. 3/4 figures capture each layer's input map) see every layer.
+        feature_map = tokens.transpose(1, 2).reshape(batch, hidden, height, width)  # (B, N, C) -> (B, C, N) -> (B, C, H, W)
+        attended = self.attention(feature_map).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, C, N) -> (B, N, C)
         tokens = self.attention_norm(tokens + self.dropout(attended))  # (B, N, hidden)
         return self.output_norm(tokens + self.dropout(self.feed_forward(tokens)))  # (B, N, hidden)
 

@@ -68,6 +68,20 @@ def test_tiny_net_classifies_images_with_each_encoding(encoding):
     assert sum(isinstance(module, SelfAttention2d) for module in net.modules()) == TINY_SIZE["layers"]
 
 
+def test_forward_hooks_see_each_attention_layer_input_map():
+    net = attention_net_tiny(num_classes=2).eval()
+    layers = [module for module in net.modules() if isinstance(module, SelfAttention2d)]
+    seen = []
+    handles = [layer.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape)) for layer in layers]
+    net(torch.randn(1, 3, 12, 16))
+    for handle in handles:
+        handle.remove()
+
+    assert seen == [(1, TINY_SIZE["hidden"], 6, 8)] * TINY_SIZE["layers"]
+    probabilities = layers[0].attention_probabilities(torch.randn(1, TINY_SIZE["hidden"], 6, 8), [(3, 4)])
+    assert probabilities.shape == (1, TINY_SIZE["heads"], 1, 6, 8)
+
+
 def test_builders_reject_other_blocks_placements_and_odd_maps():
     assert attention_net_tiny(num_classes=2, block="selfattn", placement=None) is not None
     with pytest.raises(ValueError, match="'selfattn'"):
