@@ -107,26 +107,26 @@ def log_pytorch_model(uri: str, run_id: str, net, example, register_as: str | No
     cannot trace fall back to the pickle format. Returns the registered version, if any.
     """
     import mlflow
-    import numpy as np
+    import torch
     from mlflow.models import infer_signature
 
     net = net.eval().cpu()
     example = example[:2].float().cpu().contiguous()
-    import torch
-
     with torch.no_grad():
         output = net(example)
     signature = infer_signature(example.numpy(), output.numpy())
+    # Explicit requirements: mlflow's inference re-loads the model in a subprocess (~40 s on 2 cores).
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    arguments = dict(name="model", signature=signature, input_example=example.numpy(),
+                     pip_requirements=requirements)
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
+    # nested: a caller (e.g. a tuning driver) may have its own run active in this process.
+    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         try:
-            info = mlflow.pytorch.log_model(net, name="model", signature=signature,
-                                            input_example=np.asarray(example.numpy()))
+            info = mlflow.pytorch.log_model(net, **arguments)
         except Exception as error:  # torch.export refuses some graphs: keep a loadable model
             print(f"torch.export failed ({type(error).__name__}: {error}); logging the model pickled")
-            info = mlflow.pytorch.log_model(net, name="model", signature=signature,
-                                            input_example=np.asarray(example.numpy()),
-                                            serialization_format="pickle")
+            info = mlflow.pytorch.log_model(net, serialization_format="pickle", **arguments)
     if not register_as:
         return None
     version = mlflow.register_model(info.model_uri, register_as).version

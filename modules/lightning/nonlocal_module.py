@@ -65,8 +65,7 @@ class NonLocalModule(AttentionClassifier):
                     axis.plot((col + 0.5) * size[1] / width, (row + 0.5) * size[0] / height, "wx", ms=10, mew=2)
                 if q == 0:
                     axis.set_title(f"t={source_t}", fontsize=8)
-        figure.suptitle(f"Non-local attention of 3 query positions (frame {middle}) over the clip — {name}",
-                        fontsize=9)
+        figure.suptitle(f"Non-local attention over the clip\nqueries (x) in frame {middle}\n{name}", fontsize=8)
         return figure
 
 

@@ -69,6 +69,7 @@ class SqueezeExciteModule(AttentionClassifier):
             axis.set_xlabel("channel index", fontsize=8)
             axis.set_ylim(0, 1.05)
             axis.set_yticks([0, 0.5, 1])
+            axis.set_xticks(range(0, values.shape[1] + 1, 16))
         axes[0, 0].set_ylabel("mean excitation", fontsize=8)
         axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         figure.suptitle("SE excitation per channel by class (paper Fig. 6)", fontsize=9)
