@@ -3,8 +3,9 @@
 One ``SelfAttention2d`` layer (9 heads, quadratic encoding — the layer that can express a 3×3 conv,
 Theorem 1) against ``nn.Conv2d(400, 400, 3, padding=1)``, the paper's hidden size, on a 16×16 map
 (CIFAR-10 after the network's 2×2 space-to-depth), batch 8. Prints forward+backward time and peak
-memory of one training step for each, and the attention/conv ratios. There is no pass/fail bar: the
-point is that users see the price.
+memory of one training step for each, the attention/conv ratios, and forward multiply-adds as a
+reference that does not depend on machine load. There is no pass/fail bar: the point is that users
+see the price.
 
     .venv/bin/python benchmarks/bench_selfattn.py [--batch 8] [--size 16] [--channels 400] [--threads 1]
 
@@ -110,6 +111,15 @@ def main() -> None:
     for kind, result in results.items():
         print(f"{kind:<11} {result['parameters']:>11,} {result['step_ms']:>9.1f} {result['peak_mib']:>9.1f}")
     conv, attention = results["conv"], results["attention"]
+    # Load-independent reference: forward multiply-adds. Attention = per-head projection W_out^h
+    # (as many as the conv) + mixing over N keys for 9 heads.
+    pixels = args.batch * args.size * args.size
+    conv_macs = pixels * args.channels * args.channels * 9
+    attention_macs = conv_macs + 9 * (args.size * args.size) * pixels * args.channels
+    print(
+        f"forward multiply-adds: conv {conv_macs / 1e9:.2f} G, attention {attention_macs / 1e9:.2f} G "
+        f"({attention_macs / conv_macs:.2f}x)"
+    )
     print(
         f"ratio attention/conv: time {attention['step_ms'] / conv['step_ms']:.2f}x, "
         f"peak memory {attention['peak_mib'] / max(conv['peak_mib'], 1e-9):.2f}x"
