@@ -11,7 +11,7 @@ Each figure is the best of --repeats interleaved runs: on a shared machine, nois
 Bars: DataModule(0 workers) >= 0.85 x raw of the same backend; DataModule(2 workers) >= 1.6 x its
 own 0-worker figure. Prints a table with PASS/FAIL and exits 1 on any failure.
 
-    .venv/bin/python benchmarks/bench_video_loader.py [--videos 8] [--epochs 8] [--repeats 3]
+    .venv/bin/python benchmarks/bench_video_loader.py [--videos 8] [--epochs 4] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -121,8 +121,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=8, help="videos per GOP setting")
     parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=8, help="passes over the videos per measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements per figure; the best counts")
+    parser.add_argument("--epochs", type=int, default=4, help="passes over the videos per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements per figure; the best counts")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the main process only iterates; decoding is single-threaded in both paths
     rows, failed = [], False
