@@ -1,7 +1,8 @@
 """A two-node Ray cluster on one machine, started the way docker/compose.yaml starts one.
 
 Two `ray start --block` processes (head with the dashboard, so the Jobs API answers, plus one worker),
-each with 1 CPU, its own temp dir and its own free ports, and token auth on. Private temp dirs keep
+each with 1 CPU, its own temp dir and its own free ports, and token auth on. Nodes advertise
+127.0.0.2: Ray swaps 127.0.0.1 for the machine's outward address, and all traffic stays on loopback. Private temp dirs keep
 other Ray sessions on this machine from finding this cluster (and this cluster from finding them);
 teardown signals only the processes these two started, never `ray stop`.
 """
@@ -38,6 +39,7 @@ class RayCluster:
     processes: list[subprocess.Popen]
     temp_dirs: list[Path]
     log_dir: Path
+    agent_ports: list[int]  # each node's dashboard agent (serves /api/local_raylet_healthz)
 
     def alive_nodes(self) -> int:
         request = urllib.request.Request(
@@ -58,7 +60,7 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _node_ports() -> list[str]:
+def _node_ports() -> tuple[list[str], int]:
     manager, objects, agent, agent_grpc, runtime_env, metrics = _free_ports(6)
     # Ray needs a range of at least a few ports for its worker processes; take 30 above a free one.
     first_worker = _free_ports(1)[0]
@@ -71,7 +73,7 @@ def _node_ports() -> list[str]:
         f"--metrics-export-port={metrics}",
         f"--min-worker-port={first_worker}",
         f"--max-worker-port={first_worker + 30}",
-    ]
+    ], agent
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -88,7 +90,7 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             member.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(family, timeout=15)
+    _, alive = psutil.wait_procs(family, timeout=5)  # a head drains for 30 s otherwise
     for member in alive:
         try:
             member.kill()
@@ -112,7 +114,7 @@ def _wait_until(predicate, what: str, processes: list[subprocess.Popen], log_dir
     raise RuntimeError(f"Ray cluster did not come up ({what}):\n{logs}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory) -> RayCluster:
     """Head (1 CPU, dashboard) + worker (1 CPU) as two processes; resource `node_<i>` names each."""
     token = secrets.token_hex(16)
@@ -129,16 +131,19 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])),
     }
     gcs_port, dashboard_port, client_port = _free_ports(3)
-    common = ["--block", "--disable-usage-stats", "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.1",
+    common = ["--block", "--disable-usage-stats", "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.2",
               f"--object-store-memory={100 * 1024 * 1024}"]
+    head_ports, head_agent = _node_ports()
+    worker_ports, worker_agent = _node_ports()
     head = [RAY, "start", "--head", f"--port={gcs_port}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
             f"--ray-client-server-port={client_port}", f"--temp-dir={temp_dirs[0]}",
-            '--resources={"node_0": 1}', *common, *_node_ports()]
-    worker = [RAY, "start", f"--address=127.0.0.1:{gcs_port}", f"--temp-dir={temp_dirs[1]}",
-              '--resources={"node_1": 1}', *common, *_node_ports()]
+            '--resources={"node_0": 1}', *common, *head_ports]
+    worker = [RAY, "start", f"--address=127.0.0.2:{gcs_port}", f"--temp-dir={temp_dirs[1]}",
+              '--resources={"node_1": 1}', *common, *worker_ports]
     processes: list[subprocess.Popen] = []
-    cluster = RayCluster(f"http://127.0.0.1:{dashboard_port}", f"127.0.0.1:{gcs_port}", token, processes, temp_dirs, log_dir)
+    cluster = RayCluster(f"http://127.0.0.1:{dashboard_port}", f"127.0.0.2:{gcs_port}", token, processes, temp_dirs, log_dir,
+                         [head_agent, worker_agent])
     try:
         for index, command in enumerate([head, worker]):
             log = open(log_dir / f"ray-start-{index}.log", "w")

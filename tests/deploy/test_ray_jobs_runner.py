@@ -111,3 +111,13 @@ def test_cluster_with_token_auth_refuses_a_runner_without_the_token(ray_cluster,
     runner = make_runner(ray_cluster, token="not-the-token")
     with pytest.raises(AuthenticationError):
         runner.start(RunnerJob(id="x", kind="train", name="x", attempt=1), write_config(tmp_path, "x"), tmp_path / "log")
+
+
+def test_health_endpoints_the_compose_healthchecks_use_need_no_token(ray_cluster):
+    import urllib.request
+
+    head = f"{ray_cluster.dashboard_url}/api/gcs_healthz"
+    worker = f"http://127.0.0.1:{ray_cluster.agent_ports[1]}/api/local_raylet_healthz"
+    for url in (head, worker):
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200, url
