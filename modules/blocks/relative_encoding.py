@@ -11,12 +11,12 @@ key and query pixels, written ``(Δrow, Δcol)``:
   score ``−α‖δ − Δ‖²``. The paper writes ``−α(‖δ − Δ‖² − ‖Δ‖²)``; the two differ by a constant per
   head, which the softmax over keys removes, and the form used here keeps the largest score at 0,
   so a very sharp head (``from_conv``) cannot overflow.
-- ``GeneralizedQuadraticEncoding`` (§4, "quadratic embedding" with a full covariance):
+- ``GeneralizedQuadraticEncoding`` (§4, the non-isotropic variant of the quadratic encoding):
   score ``−(δ − Δ)ᵀ Σ⁻¹ (δ − Δ)`` with ``Σ⁻¹ = L Lᵀ`` (L a free 2×2 factor per head), so Σ⁻¹ stays
   positive semi-definite without constraints.
 - ``LearnedEncoding`` (§4, "learned embedding"): a table of row embeddings and one of column
   embeddings, each ``position_dim / 2`` wide, concatenated into ``r_δ``; score ``r_δᵀ u_h`` with one
-  learned vector ``u_h`` per head (the paper's ``vᵀ Ŵ_key r_δ`` term, its eq. (8) without content).
+  learned vector ``u_h`` per head (the position-only ``vᵀ Ŵ_key r_δ`` term of the relative attention score, §2.2).
 
 Window: with ``window = w`` every shift with ``|Δrow| > w`` or ``|Δcol| > w`` scores ``-inf`` (the key is
 masked). The learned tables hold exactly the shifts ``-w..w`` per axis, so they are never clipped:
