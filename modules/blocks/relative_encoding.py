@@ -16,7 +16,8 @@ key and query pixels, written ``(Δrow, Δcol)``:
   positive semi-definite without constraints.
 - ``LearnedEncoding`` (§4, "learned embedding"): a table of row embeddings and one of column
   embeddings, each ``position_dim / 2`` wide, concatenated into ``r_δ``; score ``r_δᵀ u_h`` with one
-  learned vector ``u_h`` per head (the position-only ``vᵀ Ŵ_key r_δ`` term of the relative attention score, §2.2).
+  learned vector ``u_h`` per head (the position-only ``vᵀ Ŵ_key r_δ`` term of the relative
+  attention score, §2.2).
 
 Window: with ``window = w`` every shift with ``|Δrow| > w`` or ``|Δcol| > w`` scores ``-inf`` (the key is
 masked). The learned tables hold exactly the shifts ``-w..w`` per axis, so they are never clipped:

@@ -35,8 +35,8 @@ FROM_CONV_SHARPNESS = 40.0
 class SelfAttention2d(nn.Module):
     """Multi-head self-attention over pixels with a relative positional encoding (§2–§4).
 
-    ``out = concat_h[softmax(A_h) X W_val^h] W_out + b_out`` (multi-head self-attention, §2.1) with the score
-    ``A_h[q, k]`` depending on ``δ = k − q`` through ``encoding``:
+    ``out = concat_h[softmax(A_h) X W_val^h] W_out + b_out`` (multi-head self-attention, §2.1) with
+    the score ``A_h[q, k]`` depending on ``δ = k − q`` through ``encoding``:
 
     - ``quadratic``: ``−α_h‖δ − Δ_h‖²`` (§3, eq. (9)); ``quadratic_generalized``: full Σ⁻¹ per head;
     - ``learned``: ``r_δᵀ u_h`` with half-row, half-column relative embeddings (§4), no content;
@@ -65,7 +65,8 @@ class SelfAttention2d(nn.Module):
 
     Deviations from the paper: the quadratic score drops the per-head constant α‖Δ‖² (softmax
     removes it); the content term uses its own query/key projections of size ``key_dim`` and no
-    content-position cross terms of the relative attention score (§2.2); learned shifts beyond the window are masked.
+    content-position cross terms of the relative attention score (§2.2); learned shifts beyond the
+    window are masked.
     """
 
     def __init__(
