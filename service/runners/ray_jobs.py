@@ -9,7 +9,9 @@ node shares (docker/compose.yaml mounts one volume at ATTNLAB_HOME on all of the
 
 Why the details below:
 - The handle is the submission id `attnlab-<job id>-<attempt>`: unique per attempt, and enough on its
-  own to find the attempt again after a service restart.
+  own to find the attempt again after a service restart. Starting attempt N first stops attempts
+  1..N-1 of the same job: one the service lost track of (it died before recording the handle) must
+  not train the same run concurrently.
 - Ray 2.60 answers a duplicate submission id with HTTP 500. A re-sent `start` (the service died
   between submitting and recording the handle) finds the existing job and returns the same handle.
 - Ray Jobs are lost with the cluster: a 404 for a known handle means LOST, and the supervisor
@@ -27,6 +29,7 @@ import logging
 import shlex
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +86,7 @@ class RayJobsRunner(JobRunner):
         command: Sequence[str] = ("attnlab",),
         request_timeout: float = 30.0,
         unreachable_grace: float = 300.0,
+        log_interval: float = 3.0,
     ) -> None:
         if not settings.ray_address:
             raise ValueError("RayJobsRunner needs a Ray dashboard address: set ATTNLAB_RAY_ADDRESS, e.g. http://ray-head:8265")
@@ -91,8 +95,11 @@ class RayJobsRunner(JobRunner):
         self.command = tuple(command)
         self.request_timeout = request_timeout
         self.unreachable_grace = unreachable_grace
+        self.log_interval = log_interval  # Ray returns the whole log each time: fetch it this often
         self._client: JobSubmissionClient | None = None
         self._unreachable_since: dict[str, float] = {}
+        self._last_log_fetch: dict[str, float] = {}
+        self._ended: set[str] = set()  # handles whose last poll saw a verdict: their logs are final
 
     # -- connection ------------------------------------------------------------------------
 
@@ -110,6 +117,8 @@ class RayJobsRunner(JobRunner):
         runtime_env = {"env_vars": {**job.env, CONFIG_ENV: config}}
         metadata = {"attnlab_job": job.id, "attnlab_attempt": str(job.attempt), "attnlab_name": job.name}
         client = self.client()
+        for earlier in range(1, job.attempt):
+            self.cancel(submission_id(replace(job, attempt=earlier)))
         try:
             client.submit_job(
                 entrypoint=entrypoint(self.command, job),
@@ -140,7 +149,10 @@ class RayJobsRunner(JobRunner):
                 return RunnerState.LOST
             raise
         self._unreachable_since.pop(handle, None)
-        return STATE_FOR_RAY_STATUS.get(status, RunnerState.RUNNING)
+        state = STATE_FOR_RAY_STATUS.get(status, RunnerState.RUNNING)
+        if state is not RunnerState.RUNNING:
+            self._ended.add(handle)
+        return state
 
     def cancel(self, handle: str) -> None:
         try:
@@ -152,6 +164,10 @@ class RayJobsRunner(JobRunner):
     def sync_logs(self, handle: str, log_path: Path) -> None:
         """Append the part of the Ray job's log not copied yet; the offset survives restarts."""
         offset_path = log_path.parent / f".{handle}.log-offset"
+        now = time.monotonic()
+        if handle not in self._ended and now - self._last_log_fetch.get(handle, -self.log_interval) < self.log_interval:
+            return
+        self._last_log_fetch[handle] = now
         try:
             logs = self.client().get_job_logs(handle)
         except (OSError, RuntimeError) as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,16 @@ def test_cancel_stops_the_job_on_the_cluster(ray_cluster, tmp_path):
     runner.cancel(handle)  # idempotent
     assert wait_for_state(runner, handle, {RunnerState.CANCELLED}, timeout=30) == RunnerState.CANCELLED
     assert str(runner.client().get_job_status(handle)) == "STOPPED"
+
+
+def test_a_new_attempt_stops_the_attempt_the_service_lost_track_of(ray_cluster, tmp_path):
+    runner = make_runner(ray_cluster)
+    first = RunnerJob(id="relaunched", kind="train", name="relaunched", attempt=1)
+    orphan = runner.start(first, write_config(tmp_path, "relaunched", sleep=600), tmp_path / "log.txt")
+    assert runner.poll(orphan) == RunnerState.RUNNING
+    second = runner.start(replace(first, attempt=2), write_config(tmp_path, "relaunched"), tmp_path / "log.txt")
+    assert wait_for_state(runner, orphan, {RunnerState.CANCELLED}, timeout=30) == RunnerState.CANCELLED
+    assert wait_for_state(runner, second, {RunnerState.SUCCEEDED, RunnerState.FAILED}) == RunnerState.SUCCEEDED
 
 
 def test_unknown_or_unreachable_attempts_are_lost(ray_cluster):
