@@ -32,10 +32,17 @@ def seeded_subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return Subset(dataset, sorted(order[:limit].tolist()))
 
 
+class SkippingDataLoader(DataLoader):
+    """Leaves out batches that collate to None (every item failed to load), so steps never see None."""
+
+    def __iter__(self):
+        return (batch for batch in super().__iter__() if batch is not None)
+
+
 def make_loader(dataset: Dataset, cfg: LoaderConfig, *, seed: int, shuffle: bool, collate_fn=None,
-                drop_last: bool = False) -> DataLoader:
+                drop_last: bool = False, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
     """A DataLoader with a seeded generator (shuffle order and worker seeds) and the config's workers."""
-    return DataLoader(
+    return loader_class(
         dataset,
         batch_size=cfg.batch_size,
         shuffle=shuffle,

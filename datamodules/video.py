@@ -26,19 +26,18 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from datamodules.config import VideoDataConfig
-from datamodules.loaders import make_loader, seeded_subset
+from datamodules.loaders import SkippingDataLoader, make_loader, seeded_subset
 from datamodules.manifest import SPLITS, VideoEntry, folder_splits, manifest_splits
 from datamodules.sampling import clip_span
 from datamodules.transforms import VideoEvalTransform, VideoTrainTransform
 from datamodules.video_backend import VideoInfo, VideoReadError, get_backend
-from datamodules.video_dataset import BadFileLedger, VideoClipDataset, VideoRecord, collate_skip_none
+from datamodules.video_dataset import (BadFileLedger, TooManyBadFilesError, VideoClipDataset, VideoRecord,
+                                       collate_skip_none)
+
+__all__ = ["TooManyBadFilesError", "VideoDataModule"]
 
 log = logging.getLogger(__name__)
 BAD_REASONS = ("missing", "empty", "unreadable", "decode_error")
-
-
-class TooManyBadFilesError(RuntimeError):
-    """More than data.max_bad_fraction of the videos could not be read."""
 
 
 class VideoDataModule(pl.LightningDataModule):
@@ -133,7 +132,8 @@ class VideoDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, limit: int | None, shuffle: bool) -> DataLoader:
         dataset = seeded_subset(self.datasets[split], limit, self.seed)
-        return make_loader(dataset, self.cfg, seed=self.seed, shuffle=shuffle, collate_fn=collate_skip_none)
+        return make_loader(dataset, self.cfg, seed=self.seed, shuffle=shuffle, collate_fn=collate_skip_none,
+                           loader_class=SkippingDataLoader)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.cfg.limit_train, shuffle=True)

@@ -26,6 +26,10 @@ from datamodules.video_backend import VideoInfo, VideoReadError, get_backend
 log = logging.getLogger(__name__)
 
 
+class TooManyBadFilesError(RuntimeError):
+    """More than data.max_bad_fraction of the videos could not be read."""
+
+
 @dataclass(frozen=True)
 class VideoRecord:
     path: str
@@ -115,11 +119,12 @@ class VideoClipDataset(Dataset):
         self.ledger.record(error.path, error.reason, error.detail)
         bad = len(self.ledger.entries())
         if bad > self.max_bad:
-            raise RuntimeError(f"{bad} bad video files exceed data.max_bad_fraction (at most {self.max_bad} "
+            raise TooManyBadFilesError(f"{bad} bad video files exceed data.max_bad_fraction (at most {self.max_bad} "
                                f"allowed); see the warnings for which files and why")
 
 
 def collate_skip_none(batch: list):
-    """default_collate over the items that loaded; None when every item of the batch failed."""
+    """default_collate over the items that loaded; None when every item failed (SkippingDataLoader
+    then leaves the batch out)."""
     kept = [item for item in batch if item is not None]
     return default_collate(kept) if kept else None

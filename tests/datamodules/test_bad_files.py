@@ -63,3 +63,24 @@ def test_too_many_bad_files_fail_the_run_listing_them(tmp_path, motion_root):
     dm = build_datamodule(_config(_dataset_with_bad_files(tmp_path, motion_root), max_bad_fraction=0.2))
     with pytest.raises(TooManyBadFilesError, match=r"3 of 10 video files are bad.*zero\.mp4 \(empty\)"):
         dm.setup("fit")
+
+
+def test_batch_whose_every_item_broke_is_left_out(tmp_path, motion_root):
+    root = _dataset_with_bad_files(tmp_path, motion_root)
+    dm = build_datamodule(_config(root, batch_size=1, max_bad_fraction=0.6))
+    dm.setup("fit")
+    for video in (root / "train" / "left").glob("left_*.mp4"):
+        video.write_bytes(b"")
+    batches = list(dm.train_dataloader())
+    assert all(batch is not None for batch in batches) and sorted(int(y) for _, y in batches) == [1, 1, 1]
+    assert dm.data_quality()["bad_files"] == 6
+
+
+def test_files_breaking_mid_run_beyond_the_allowed_fraction_stop_the_run(tmp_path, motion_root):
+    root = _dataset_with_bad_files(tmp_path, motion_root)
+    dm = build_datamodule(_config(root, max_bad_fraction=0.4, num_workers=2))
+    dm.setup("fit")
+    for video in (root / "train" / "left").glob("left_*.mp4"):
+        video.write_bytes(b"")
+    with pytest.raises(TooManyBadFilesError, match="exceed data.max_bad_fraction"):
+        list(dm.train_dataloader())
