@@ -1,0 +1,189 @@
+"""Blocks against reference implementations: time and peak memory of a training step (forward + backward).
+
+    .venv/bin/python benchmarks/bench_blocks.py [--sections nonlocal ...]
+
+Each section compares an attnlab block with a reference that computes the same function the textbook way,
+prints a table of ratios, and checks them against the bars below; the script exits 1 when a bar fails.
+To add a section: write ``def my_section() -> Section`` and list it in SECTIONS.
+
+Method, on CPU (no GPU on these machines):
+  * time: median of REPS steps after one warm-up, ours and the reference interleaved step by step, so
+    load from other processes on the shared cores hits both alike; 2 intra-op threads. The bar is on
+    wall-clock time; the process CPU-time ratio (both threads, incl. OpenMP spin-waits) is printed
+    beside it because it is steadier when other jobs compete for the cores.
+  * peak extra memory: one fresh subprocess per (implementation, size). It builds the block and input,
+    runs a warm-up step, resets the kernel's RSS high-water mark (``echo 5 > /proc/self/clear_refs``),
+    runs one step and reports VmHWM − VmRSS-before from /proc/self/status. glibc's mmap threshold is
+    pinned to 64 KiB (MALLOC_MMAP_THRESHOLD_) so every tensor buffer is mmapped and returned on free:
+    RSS then follows the live tensors instead of a malloc arena that keeps freed memory from the
+    warm-up (which would hide allocations of the measured step). tracemalloc cannot see torch's
+    allocations, hence RSS.
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from modules.blocks import NonLocalBlock
+
+THREADS = 2
+REPS = 3
+MIB = 2**20
+
+
+@dataclass
+class Section:
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    checks: list[tuple[str, bool]] = field(default_factory=list)  # (description, passed)
+
+
+class MaterialisedNonLocal(nn.Module):
+    """Reference embedded-Gaussian Non-local block forming the N×N affinity, like timm's ``NonLocalAttn``
+    and mmcv's ``NonLocal3d``: explicit bmm, softmax, bmm. Shares nothing with ours but the weights."""
+
+    def __init__(self, block: NonLocalBlock):
+        super().__init__()
+        self.theta, self.phi, self.g = copy.deepcopy(block.theta), copy.deepcopy(block.phi), copy.deepcopy(block.g)
+        self.w_z, self.norm, self.scale = copy.deepcopy(block.w_z), copy.deepcopy(block.norm), block.scale
+
+    def forward(self, x):
+        batch, spatial = x.shape[0], x.shape[2:]
+        theta = self.theta(x).flatten(2).transpose(1, 2)  # (B, C', T, H, W) -> (B, N, C')
+        phi = self.phi(x).flatten(2)  # (B, C', T, H, W) -> (B, C', N)
+        g = self.g(x).flatten(2).transpose(1, 2)  # (B, C', T, H, W) -> (B, N, C')
+        affinity = torch.softmax(torch.bmm(theta, phi) * self.scale, dim=-1)  # (B, N, C') x (B, C', N) -> (B, N, N)
+        y = torch.bmm(affinity, g)  # (B, N, N) x (B, N, C') -> (B, N, C')
+        y = y.transpose(1, 2).reshape(batch, -1, *spatial)  # (B, N, C') -> (B, C', T, H, W)
+        return x + self.norm(self.w_z(y))
+
+
+# --- Non-local: ours (SDPA) vs materialised affinity, B=2, C=512, 3D, training mode -------------------------
+NONLOCAL_BATCH, NONLOCAL_CHANNELS = 2, 512
+NONLOCAL_SIZES = [(8, 14, 14), (16, 14, 14), (32, 14, 14)]  # N = 1568, 3136, 6272
+NONLOCAL_BARS = {"time": 0.8, "memory": 0.4}  # ours / reference at the largest N
+
+
+def nonlocal_pair(frames, height, width, seed=0):
+    """(ours, reference, input): the same weights, BN γ = 1 so that gradients reach every layer."""
+    torch.manual_seed(seed)
+    ours = NonLocalBlock(NONLOCAL_CHANNELS, dim=3)
+    nn.init.ones_(ours.norm.weight)
+    reference = MaterialisedNonLocal(ours)
+    x = torch.randn(NONLOCAL_BATCH, NONLOCAL_CHANNELS, frames, height, width)
+    return ours.train(), reference.train(), x
+
+
+def training_step(block, x):
+    block.zero_grad(set_to_none=False)
+    block(x).square().mean().backward()
+
+
+def _proc_status_kib(key):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(key + ":"))
+
+
+def measure_memory_here(implementation, frames, height, width):
+    """Run inside a fresh subprocess: peak RSS growth (bytes) of one training step."""
+    torch.set_num_threads(THREADS)
+    ours, reference, x = nonlocal_pair(frames, height, width)
+    block = {"ours": ours, "reference": reference}[implementation]
+    del ours, reference
+    training_step(block, x)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # reset VmHWM to the current RSS
+    before = _proc_status_kib("VmRSS")
+    training_step(block, x)
+    return (_proc_status_kib("VmHWM") - before) * 1024
+
+
+def measure_memory(implementation, size):
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+    command = [sys.executable, os.path.abspath(__file__), "--memory-probe", implementation, *map(str, size)]
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["bytes"]
+
+
+def measure_times(blocks, x):
+    """Median (wall, CPU) seconds per training step for each block, steps interleaved across blocks."""
+    for block in blocks:
+        training_step(block, x)
+    samples = [[] for _ in blocks]
+    for _ in range(REPS):
+        for block, times in zip(blocks, samples):
+            wall, cpu = time.perf_counter(), time.process_time()
+            training_step(block, x)
+            times.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return [tuple(statistics.median(column) for column in zip(*times)) for times in samples]
+
+
+def nonlocal_section():
+    section = Section(
+        title=f"Non-local (embedded Gaussian) vs materialised N×N affinity: B={NONLOCAL_BATCH}, "
+              f"C={NONLOCAL_CHANNELS}, 3D, training step, {THREADS} threads",
+        header=["N", "T×H×W", "ours ms", "ref ms", "time ratio", "CPU-time ratio", "ours MiB", "ref MiB",
+                "memory ratio"],
+    )
+    for size in NONLOCAL_SIZES:
+        ours, reference, x = nonlocal_pair(*size)
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-4)
+        (ours_time, ours_cpu), (reference_time, reference_cpu) = measure_times([ours, reference], x)
+        del ours, reference, x
+        ours_memory, reference_memory = measure_memory("ours", size), measure_memory("reference", size)
+        ratios = {"time": ours_time / reference_time, "memory": ours_memory / reference_memory}
+        section.rows.append([
+            str(size[0] * size[1] * size[2]), "x".join(map(str, size)),
+            f"{ours_time * 1e3:.0f}", f"{reference_time * 1e3:.0f}", f"{ratios['time']:.2f}",
+            f"{ours_cpu / reference_cpu:.2f}",
+            f"{ours_memory / MIB:.0f}", f"{reference_memory / MIB:.0f}", f"{ratios['memory']:.2f}",
+        ])
+    positions = NONLOCAL_SIZES[-1][0] * NONLOCAL_SIZES[-1][1] * NONLOCAL_SIZES[-1][2]
+    for name, bar in NONLOCAL_BARS.items():  # the bars hold at the largest N, where the N×N term dominates
+        section.checks.append((f"{name} ratio at N={positions}: {ratios[name]:.2f} <= {bar}", ratios[name] <= bar))
+    return section
+
+
+SECTIONS = {"nonlocal": nonlocal_section}
+
+
+def print_section(section):
+    widths = [max(len(cell) for cell in column) for column in zip(section.header, *section.rows)]
+    print(f"\n{section.title}")
+    for row in [section.header, *section.rows]:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+    for description, passed in section.checks:
+        print(f"{'PASS' if passed else 'FAIL'}  {description}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--memory-probe", nargs=4, metavar=("IMPL", "T", "H", "W"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        implementation, *size = args.memory_probe
+        print(json.dumps({"bytes": measure_memory_here(implementation, *map(int, size))}))
+        return 0
+    torch.set_num_threads(THREADS)
+    failed = False
+    for name in args.sections:
+        section = SECTIONS[name]()
+        print_section(section)
+        failed |= not all(passed for _, passed in section.checks)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
