@@ -12,8 +12,8 @@ Why the details below:
   own to find the attempt again after a service restart. Starting attempt N first stops attempts
   1..N-1 of the same job: one the service lost track of (it died before recording the handle) must
   not train the same run concurrently.
-- Ray 2.60 answers a duplicate submission id with HTTP 500. A re-sent `start` (the service died
-  between submitting and recording the handle) finds the existing job and returns the same handle.
+- Ray 2.60 answers a duplicate submission id with HTTP 500. A `start` repeated for the same attempt
+  (a retried launch) finds the existing job and returns the same handle instead of failing.
 - Ray Jobs are lost with the cluster: a 404 for a known handle means LOST, and the supervisor
   re-launches the attempt (training resumes from the stable run name). A head that does not answer
   for `unreachable_grace` seconds counts as lost too; shorter outages read as still RUNNING.
@@ -64,15 +64,15 @@ def entrypoint(command: Sequence[str], job: RunnerJob) -> str:
     """The shell line Ray runs: materialise the shipped config, then exec the `attnlab` CLI on it.
 
     `command` is how the nodes start the CLI (`attnlab` in the images; tests use
-    `python -m service.cli`). The config path in the final arguments is the node-local copy.
+    `python -m service.cli`). The config lands in a small temporary file on the driver's node.
     """
-    cli = " ".join(shlex.quote(part) for part in command)
-    arguments = launch_args(job, Path("CONFIG"))[:-1]  # the node-local path is appended below
-    tail = " ".join(shlex.quote(argument) for argument in arguments)
+    node_config = "$config"  # the shell variable holding the node-local copy's path
+    words = [*command, *launch_args(job, Path(node_config))]
+    line = " ".join(f'"{word}"' if word == node_config else shlex.quote(word) for word in words)
     return (
         'config="$(mktemp "${TMPDIR:-/tmp}/attnlab-job-XXXXXX")" && '
         f'printf %s "${CONFIG_ENV}" | base64 -d > "$config" && '
-        f'exec {cli} {tail} "$config"'
+        f"exec {line}"
     )
 
 

@@ -127,8 +127,9 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
         "RAY_AUTH_TOKEN": token,
         "RAY_TMPDIR": str(temp_dirs[0]),
         "RAY_USAGE_STATS_ENABLED": "0",
-        # The job's driver runs `python -m service.cli` from the job's working dir: make the repo importable.
+        # Jobs run from Ray's working dir: make the repo importable and the venv's `attnlab` findable.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH")])),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     gcs_port, dashboard_port, client_port = _free_ports(3)
     common = ["--block", "--disable-usage-stats", "--num-cpus=1", "--num-gpus=0", "--node-ip-address=127.0.0.2",

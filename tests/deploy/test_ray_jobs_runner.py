@@ -57,6 +57,14 @@ def test_entrypoint_runs_the_cli_on_a_node_local_copy_of_the_config():
     assert submission_id(job) == "attnlab-j1-2"
 
 
+def test_the_service_picks_the_ray_runner_when_a_ray_address_is_set():
+    from service.runners import make_runner as service_make_runner
+
+    runner = service_make_runner(Settings(ray_address="http://ray-head:8265", ray_token="secret"))
+    assert isinstance(runner, RayJobsRunner)
+    assert runner.command == ("attnlab",) and runner.token == "secret"
+
+
 def test_job_ships_its_config_succeeds_and_its_log_reaches_the_service(ray_cluster, tmp_path):
     runner = make_runner(ray_cluster)
     job = RunnerJob(id="ok", kind="train", name="shipped-config", attempt=1, env={"ATTNLAB_HOME": str(tmp_path)})
