@@ -189,7 +189,7 @@ def run_show(args: argparse.Namespace) -> int:
         metrics.add_column("METRIC")
         metrics.add_column("VALUE", justify="right")
         for name, value in sorted(job["metrics"].items()):
-            metrics.add_row(name, f"{value:.4g}")
+            metrics.add_row(name, "nan" if value is None else f"{value:.4g}")
         out.print(metrics)
     return 0
 

@@ -41,23 +41,42 @@ def start_services(settings: Settings) -> Services:
     say(f"attnlab API: {settings.service_url}  (docs {settings.service_url}/docs; token from {token_source})")
     say(f"MLflow tracking: {redact(settings.tracking_uri)}")
 
-    def prepare_tracking() -> None:
-        try:
-            tracking.warm_up()
-        except Exception:  # an unreachable external server: jobs still run and report their own errors
-            log.exception("could not open the MLflow tracking store %s", redact(settings.tracking_uri))
-        if ui is not None:
-            ui.start()
-            if ui.wait_ready():
-                services.mlflow_ui_url = ui.url
-                say(f"MLflow UI: {ui.url}")
-            else:
-                say(f"MLflow UI did not start; see {ui.log_path}")
+    if ui is not None:
+        # Migrate the store before `mlflow server` opens it; both in this (main) thread, which
+        # lives as long as the service, so the UI's parent-death signal fires only when we exit.
+        _warm_up(tracking, settings)
+        ui.start()
         tracking_ready.set()
+
+    def prepare_tracking() -> None:
+        _warm_up_validation()
+        if ui is None:
+            _warm_up(tracking, settings)
+            tracking_ready.set()
+            return
+        if ui.wait_ready():
+            services.mlflow_ui_url = ui.url
+            say(f"MLflow UI: {ui.url}")
+        else:
+            say(f"MLflow UI did not start; see {ui.log_path}")
 
     threading.Thread(target=prepare_tracking, name="attnlab-tracking", daemon=True).start()
     supervisor.start()
     return services
+
+
+def _warm_up_validation() -> None:
+    """Import the block/backbone registries (and torch, CPU only) that config validation builds
+    networks from, so the first submission does not pay for it."""
+    import modules.backbones  # noqa: F401
+    import modules.blocks  # noqa: F401
+
+
+def _warm_up(tracking: TrackingReader, settings: Settings) -> None:
+    try:
+        tracking.warm_up()
+    except Exception:  # an unreachable external server: jobs still run and report their own errors
+        log.exception("could not open the MLflow tracking store %s", redact(settings.tracking_uri))
 
 
 def stop_services(services: Services) -> None:

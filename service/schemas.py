@@ -90,7 +90,8 @@ class JobOut(BaseModel):
 class JobDetail(JobOut):
     config: dict[str, Any]
     mlflow_status: str | None = None
-    metrics: dict[str, float] = Field(default_factory=dict, description="latest value of each MLflow metric")
+    metrics: dict[str, float | None] = Field(default_factory=dict,
+                                             description="latest value of each MLflow metric (null: not finite)")
 
 
 class JobList(BaseModel):
@@ -106,7 +107,7 @@ class ModelVersionOut(BaseModel):
     status: str
     aliases: list[str]
     created: int | None = Field(description="milliseconds since the epoch")
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
 
 
 class ModelOut(BaseModel):

@@ -7,6 +7,7 @@ skipping nested child runs, so a search job maps to its parent run.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from training.tracking import RUN_NAME_TAG
@@ -20,7 +21,7 @@ class NotFound(LookupError):
 class RunView:
     run_id: str
     status: str
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     start_time: int | None
     end_time: int | None
     registered_model: str | None = None
@@ -34,7 +35,7 @@ class VersionView:
     status: str
     aliases: list[str]
     created: int | None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +45,11 @@ class ModelView:
     aliases: dict[str, str]
     latest_versions: list[str]
     versions: list[VersionView] = field(default_factory=list)
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Metrics as JSON can carry them: NaN and infinities become null."""
+    return {name: value if math.isfinite(value) else None for name, value in metrics.items()}
 
 
 def _quote(value: str) -> str:
@@ -88,7 +94,7 @@ class TrackingReader:
 
     def run(self, run_id: str) -> RunView:
         run = self.client.get_run(run_id)
-        view = RunView(run_id=run_id, status=run.info.status, metrics=dict(run.data.metrics),
+        view = RunView(run_id=run_id, status=run.info.status, metrics=_finite(run.data.metrics),
                        start_time=run.info.start_time, end_time=run.info.end_time)
         versions = self.client.search_model_versions(f"run_id = {_quote(run_id)}")
         if versions:
@@ -101,7 +107,7 @@ class TrackingReader:
     def models(self, name_prefix: str | None = None, limit: int = 100) -> list[ModelView]:
         filter_string = f"name LIKE {_quote(name_prefix.replace('%', '') + '%')}" if name_prefix else None
         models = self.client.search_registered_models(filter_string=filter_string, max_results=limit)
-        return [ModelView(name=m.name, description=m.description or None, aliases=dict(m.aliases or {}),
+        return [ModelView(name=m.name, description=m.description or None, aliases={alias: str(v) for alias, v in (m.aliases or {}).items()},
                           latest_versions=[str(v.version) for v in (m.latest_versions or [])])
                 for m in models]
 
@@ -112,16 +118,16 @@ class TrackingReader:
             registered = self.client.get_registered_model(name)
         except MlflowException as error:
             raise NotFound(f"no registered model named {name!r}") from error
-        aliases = dict(registered.aliases or {})
+        aliases = {alias: str(v) for alias, v in (registered.aliases or {}).items()}
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
             by_version.setdefault(str(version), []).append(alias)
         versions = []
         for version in self.client.search_model_versions(f"name = {_quote(name)}"):
-            metrics: dict[str, float] = {}
+            metrics: dict[str, float | None] = {}
             if version.run_id:
                 try:
-                    metrics = dict(self.client.get_run(version.run_id).data.metrics)
+                    metrics = _finite(self.client.get_run(version.run_id).data.metrics)
                 except MlflowException:
                     metrics = {}
             versions.append(VersionView(version=str(version.version), run_id=version.run_id,
