@@ -165,6 +165,9 @@ class NonLocalBlock(nn.Module):
         if not isinstance(reduction, int) or isinstance(reduction, bool) or not 1 <= reduction <= channels:
             raise ValueError(f"NonLocalBlock: reduction must be an int in [1, {channels}] "
                              f"(bottleneck width channels // reduction >= 1), got {reduction!r}")
+        for name, flag in (("sub_sample", sub_sample), ("use_scale", use_scale)):
+            if not isinstance(flag, bool):  # a YAML string "false" would otherwise count as on
+                raise ValueError(f"NonLocalBlock: {name} must be True or False, got {flag!r}")
         if temporal_group is not None and (dim != 3 or not isinstance(temporal_group, int) or temporal_group < 1):
             raise ValueError(f"NonLocalBlock: temporal_group must be None or a positive int of frames, "
                              f"and needs dim=3; got temporal_group={temporal_group!r}, dim={dim!r}")

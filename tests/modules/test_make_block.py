@@ -35,7 +35,8 @@ def test_unknown_kind_names_valid_kinds():
 
 @pytest.mark.parametrize(("kind", "keyword"), [("nonlocal", "heads"), ("se", "mode")])
 def test_unknown_keyword_names_accepted_keywords(kind, keyword):
-    with pytest.raises(ValueError, match=rf"block '{kind}' does not accept \['{keyword}'\]; accepted keywords: \[.*'reduction'"):
+    message = rf"block '{kind}' does not accept \['{keyword}'\]; accepted keywords: \[.*'reduction'"
+    with pytest.raises(ValueError, match=message):
         make_block(kind, 16, **{keyword: 1})
 
 

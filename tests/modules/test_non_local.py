@@ -59,7 +59,8 @@ def paper_pairwise(block, theta, phi):
         return f / f.sum(dim=-1, keepdim=True)  # C(x) = Σ_j f(x_i, x_j)
     if block.mode == "dot_product":
         return torch.einsum("bci,bcj->bij", theta, phi) / count  # C(x) = N
-    pairs = torch.cat(torch.broadcast_tensors(theta[:, :, :, None], phi[:, :, None, :]), dim=1)  # [θ_i; φ_j]: (B, 2C', n, m)
+    # the literal [θ_i; φ_j] concatenation: (B, C', n, 1) and (B, C', 1, m) -> (B, 2C', n, m)
+    pairs = torch.cat(torch.broadcast_tensors(theta[:, :, :, None], phi[:, :, None, :]), dim=1)
     return F.relu(torch.einsum("c,bcij->bij", block.concat_project.weight[0], pairs)) / count
 
 
@@ -192,6 +193,7 @@ def test_attention_map_accepts_coordinates():
     (dict(reduction=2.0), r"reduction must be an int"),
     (dict(sub_sample_position="middle"), r"sub_sample_position must be one of \['before', 'after'\]"),
     (dict(dim=2, temporal_group=2), r"temporal_group .* needs dim=3"),
+    (dict(sub_sample="false"), r"sub_sample must be True or False, got 'false'"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
