@@ -91,7 +91,7 @@ class DecordBackend:
 
     def read(self, path: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         check_file(path)
-        wanted = np.unique(np.asarray(indices))  # sorted: decord then decodes forward, no seeking back
+        wanted = np.unique(indices)  # sorted: decord then decodes forward, no seeking back
         reader = self._open(path, size)
         try:
             frames = reader.get_batch(wanted.tolist()).asnumpy()
@@ -99,6 +99,9 @@ class DecordBackend:
             raise VideoReadError(path, "decode_error", str(error).splitlines()[0][:200]) from error
         finally:
             del reader
+        indices = np.asarray(indices)
+        if len(indices) == len(wanted) and np.array_equal(indices, wanted):
+            return frames  # the usual training clip: already in order, no copy
         return frames[np.searchsorted(wanted, indices)]
 
 
