@@ -122,7 +122,8 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
     # Unix socket paths must stay under ~107 characters: short temp dirs right under /tmp.
     temp_dirs = [Path(tempfile.mkdtemp(prefix="alr", dir="/tmp")) for _ in range(2)]
     env = {
-        **os.environ,
+        # A RAY_ADDRESS left by another test must not point these nodes (or their jobs) elsewhere.
+        **{key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"},
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "RAY_TMPDIR": str(temp_dirs[0]),
