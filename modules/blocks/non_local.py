@@ -130,7 +130,7 @@ class NonLocalBlock(nn.Module):
             ``gaussian`` (eq. 2, softmax(xᵀx) on raw inputs), ``dot_product`` (eq. 4, θᵀφ / N),
             ``concatenation`` (eq. 5, ReLU(w_fᵀ[θ; φ]) / N). N counts the key positions (after pooling,
             within a temporal group).
-        sub_sample: max-pool the keys/values φ and g by 2 in space (§3.3 "Implementation"); N' = N/4.
+        sub_sample: max-pool the keys/values φ and g by 2 along H and W — along L in 1D (§3.3 "Implementation").
         sub_sample_position: pool ``"before"`` the φ/g convs (reference code, default) or ``"after"`` (paper).
         use_scale: multiply θᵀφ by 1/√d before the softmax (d = C' — or C for ``gaussian``). Default on.
         temporal_group: dim 3 only — split T into groups of this many frames; attention stays in a group.

@@ -215,3 +215,12 @@ def test_bad_inputs_raise_value_error():
 ])
 def test_softmax_scale_follows_the_query_width(kwargs, scale):
     assert NonLocalBlock(32, **kwargs).scale == pytest.approx(scale)
+
+
+def test_nonlocal_exports_with_dynamic_batch():
+    # MLflow logs models through torch.export: the block must trace with a symbolic batch size.
+    block = NonLocalBlock(4, dim=3, temporal_group=2, sub_sample=True).eval()
+    program = torch.export.export(block, (torch.randn(2, 4, 4, 4, 4),),
+                                  dynamic_shapes={"x": {0: torch.export.Dim("batch", min=2)}})
+    x = torch.randn(3, 4, 4, 4, 4)
+    torch.testing.assert_close(program.module()(x), block(x))
