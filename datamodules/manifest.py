@@ -162,7 +162,7 @@ def folder_splits(root: str | Path, extensions: list[str], fractions: tuple[floa
     entries: dict[str, list[VideoEntry]] = {split: [] for split in SPLITS}
     for label, (name, paths) in enumerate(videos.items()):
         order = rng.permutation(len(paths))
-        n_val, n_test = (round(len(paths) * f) for f in fractions[1:])
+        n_val, n_test = (int(len(paths) * f + 0.5) for f in fractions[1:])  # half rounds up
         n_val, n_test = min(n_val, len(paths) - 1), min(n_test, max(0, len(paths) - 1 - n_val))
         cut = {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
         for split, picks in cut.items():
