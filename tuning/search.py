@@ -51,6 +51,7 @@ class SearchResult:
     alias: str | None = None
     report: dict[str, str] = field(default_factory=dict)
     storage: str = ""
+    config: SearchConfig | None = None
 
 
 def searches_dir() -> Path:
@@ -231,7 +232,8 @@ def _finish(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], grid, fo
 
     best = _best_trial(trials, search.mode)
     result = SearchResult(name=cfg.search_name, parent_run_id=parent, trials=trials, best=best,
-                          report={kind: str(path) for kind, path in paths.items()}, storage=str(folder))
+                          report={kind: str(path) for kind, path in paths.items()}, storage=str(folder),
+                          config=cfg)
     if best is not None:
         client.log_metric(parent, f"best/{search.metric}", best["value"])
         client.set_tag(parent, "attnlab.best_trial", best["trial_name"])
