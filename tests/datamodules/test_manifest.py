@@ -75,12 +75,3 @@ def test_seeded_folder_split_is_stratified_and_reproducible(motion_root):
     assert {split: sorted(e.label for e in entries) for split, entries in first.items()} == {
         "train": [0, 1], "val": [0, 1], "test": [0, 1]}
     assert first != other
-
-
-def test_config_rejects_unknown_keys_and_inconsistent_sizes():
-    with pytest.raises(ValueError, match="clip_length"):
-        VideoDataConfig(root="x", clip_length=8)
-    with pytest.raises(ValueError, match="short_side"):
-        VideoDataConfig(root="x", short_side=100, crop_size=112)
-    with pytest.raises(ValueError, match="manifests.train"):
-        VideoDataConfig(dataset="manifest")
