@@ -34,9 +34,10 @@ class VideoInfo:
 class VideoReadError(Exception):
     """A video could not be opened or decoded; `reason` is one of the data-quality categories."""
 
-    def __init__(self, path: str, reason: str, detail: str = ""):
+    # One-argument construction (reason "") is what a DataLoader worker's re-raise in the main process uses.
+    def __init__(self, path: str, reason: str = "", detail: str = ""):
         self.path, self.reason, self.detail = str(path), reason, detail
-        super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
+        super().__init__(f"{path}" + (f": {reason}" if reason else "") + (f" ({detail})" if detail else ""))
 
 
 class VideoBackend(Protocol):

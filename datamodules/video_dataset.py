@@ -119,8 +119,8 @@ class VideoClipDataset(Dataset):
         self.ledger.record(error.path, error.reason, error.detail)
         bad = len(self.ledger.entries())
         if bad > self.max_bad:
-            raise TooManyBadFilesError(f"{bad} bad video files exceed data.max_bad_fraction (at most {self.max_bad} "
-                               f"allowed); see the warnings for which files and why")
+            raise TooManyBadFilesError(f"{bad} bad video files exceed data.max_bad_fraction (at most "
+                                       f"{self.max_bad} allowed); see the warnings for which files and why")
 
 
 def collate_skip_none(batch: list):

@@ -84,3 +84,13 @@ def test_files_breaking_mid_run_beyond_the_allowed_fraction_stop_the_run(tmp_pat
         video.write_bytes(b"")
     with pytest.raises(TooManyBadFilesError, match="exceed data.max_bad_fraction"):
         list(dm.train_dataloader())
+
+
+def test_fail_policy_names_a_file_that_breaks_inside_a_worker(tmp_path, motion_root):
+    shutil.copytree(motion_root, tmp_path / "clips")
+    dm = build_datamodule(_config(tmp_path / "clips", num_workers=2, bad_files="fail",
+                                  split_fractions=(1.0, 0.0, 0.0)))
+    dm.setup("fit")
+    (tmp_path / "clips" / "right" / "right_002.mp4").write_bytes(b"")
+    with pytest.raises(VideoReadError, match=r"right_002\.mp4: empty.*bad_files='fail'"):
+        list(dm.train_dataloader())
