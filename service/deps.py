@@ -1,7 +1,8 @@
 """FastAPI dependencies: the running service's parts and the bearer-token check.
 
 Routes declare what they need as `Annotated[..., Depends(...)]`; tests swap any of these through
-`app.dependency_overrides`.
+`app.dependency_overrides`. They are `async def` although they never await: FastAPI runs sync
+dependencies in its thread pool, and five thread hops per request dominated submit latency.
 """
 
 from __future__ import annotations
@@ -33,30 +34,30 @@ class Services:
     mlflow_ui_url: str | None = None  # set once the UI answers
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settings:
+async def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settings:
     return services.settings
 
 
-def get_store(services: Annotated[Services, Depends(get_services)]) -> JobStore:
+async def get_store(services: Annotated[Services, Depends(get_services)]) -> JobStore:
     return services.store
 
 
-def get_tracking(services: Annotated[Services, Depends(get_services)]) -> TrackingReader:
+async def get_tracking(services: Annotated[Services, Depends(get_services)]) -> TrackingReader:
     return services.tracking
 
 
-def get_supervisor(services: Annotated[Services, Depends(get_services)]) -> Supervisor:
+async def get_supervisor(services: Annotated[Services, Depends(get_services)]) -> Supervisor:
     return services.supervisor
 
 
 _bearer = HTTPBearer(auto_error=False, description="the service token (ATTNLAB_TOKEN or <home>/token)")
 
 
-def require_token(services: Annotated[Services, Depends(get_services)],
+async def require_token(services: Annotated[Services, Depends(get_services)],
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
     """Mutating routes need `Authorization: Bearer <token>`; 401 otherwise."""
     if credentials is None or credentials.scheme.lower() != "bearer":

@@ -26,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
     update,
 )
@@ -133,22 +134,20 @@ class JobStore:
                idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Queue a job; returns (job, created). A known key returns its job with created=False."""
         digest = request_hash(kind.value, config)
-        if idempotency_key is not None:
-            existing = self._by_key(idempotency_key)
-            if existing is not None:
-                return self._check_same(existing, digest), False
-        job = Job(kind=kind.value, name=name, config=config, idempotency_key=idempotency_key,
-                  request_hash=digest, state=JobState.QUEUED.value, created_at=utcnow())
+        values = {"kind": kind.value, "name": name, "config": config, "idempotency_key": idempotency_key,
+                  "request_hash": digest, "state": JobState.QUEUED.value, "created_at": utcnow(),
+                  "attempts": 0, "cancel_requested": False}
         try:
-            with self._sessions.begin() as session:
-                session.add(job)
+            # One Core INSERT (no ORM unit of work): submissions are the hot path under load.
+            with self.engine.begin() as connection:
+                job_id = connection.execute(insert(Job).values(**values)).inserted_primary_key[0]
         except IntegrityError:
-            # Two requests with one key raced; the first insert won.
+            # The key is known (or two requests with one key raced and the other insert won).
             existing = self._by_key(idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
             return self._check_same(existing, digest), False
-        return job, True
+        return Job(id=job_id, **values), True
 
     def _by_key(self, key: str) -> Job | None:
         with self._sessions() as session:

@@ -14,8 +14,8 @@ router = APIRouter(prefix="/searches", tags=["searches"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_RESPONSES,
              dependencies=[Authorized], summary="Submit a search (a training config plus a search section)")
-def submit_search(request: SearchJobRequest, response: Response, settings: SettingsDep, store: StoreDep,
-                  supervisor: SupervisorDep) -> JobOut:
+async def submit_search(request: SearchJobRequest, response: Response, settings: SettingsDep, store: StoreDep,
+                        supervisor: SupervisorDep) -> JobOut:
     # The search's MLflow parent run carries the search name, so the job is tracked by it.
-    return submit_job(JobKind.SEARCH, request.config.search_name, request.config, request.idempotency_key,
+    return await submit_job(JobKind.SEARCH, request.config.search_name, request.config, request.idempotency_key,
                       response, settings, store, supervisor)

@@ -125,7 +125,7 @@ def queue_service(tmp_path_factory):
 
 
 def tiny_train_config(name: str, *, data: str = "tiny-fmnist", register_as: str | None = None,
-                      max_steps: int = 4) -> dict:
+                      max_steps: int = 2) -> dict:
     """A training run of a few steps on synthetic Fashion-MNIST-format data (see idx_data)."""
     return {
         "name": name,
@@ -133,7 +133,7 @@ def tiny_train_config(name: str, *, data: str = "tiny-fmnist", register_as: str 
                  "num_workers": 0, "augment": False},
         "model": {"family": "se", "backbone": "resnet18_small", "placement": "se-stage4", "reduction": 4},
         "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "max_steps": max_steps,
-                    "limit_val_batches": 2, "limit_test_batches": 2, "log_every_n_steps": 1,
+                    "limit_val_batches": 1, "limit_test_batches": 1, "log_every_n_steps": 1,
                     "checkpoint_every_n_steps": 1, "enable_progress_bar": False},
         "tracking": {"experiment": "service-tests", "register_as": register_as, "figures": False},
     }
