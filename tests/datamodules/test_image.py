@@ -94,3 +94,14 @@ def test_real_fashion_mnist_from_the_debian_package():
     assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 60_000
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 1, 28, 28) and set(y.tolist()) <= set(range(10))
+
+
+def test_split_folders_keep_the_training_label_indices(tmp_path):
+    _image_tree(tmp_path / "pets" / "train", classes=("bird", "cat", "dog"), per_class=2)
+    _image_tree(tmp_path / "pets" / "val", classes=("dog",), per_class=3)
+    dm = build_datamodule(ImageDataConfig(dataset="folder", root=str(tmp_path / "pets"), image_size=24, batch_size=8))
+    dm.setup("fit")
+    assert dm.class_names == ["bird", "cat", "dog"] and len(dm.datasets["train"]) == 6
+    _, y = next(iter(dm.val_dataloader()))
+    assert y.tolist() == [2, 2, 2]  # "dog" is class 2 of the training split, not class 0 of val's
+    assert dm.test_dataloader().dataset is dm.datasets["val"]  # no root/test: test on val
