@@ -157,6 +157,8 @@ class NonLocalBlock(nn.Module):
     head size, so its fused kernels never materialise the N×N' affinity; ``dot_product`` computes
     θ(φᵀg)/N' (associativity); ``concatenation`` must form the N×N' ReLU terms (N·N' scalars per group,
     not the 2C'·N·N' concatenation a literal implementation builds).
+    Speed: θ, φ and g that read the same tensor run as one convolution over their concatenated weights
+    (the modules keep their own parameters, but forward hooks on them do not fire).
 
     Paper vs reference code (facebookresearch/video-nonlocal-net), and what this class does:
         * 1/√d scale: reference scales before its softmax (``USE_SCALE``), the paper does not mention it.
@@ -205,7 +207,7 @@ class NonLocalBlock(nn.Module):
     def reset_parameters(self):
         """Reference-code initialisation; zero output-BN γ and β make the block the identity."""
         for module in self.modules():
-            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            if isinstance(module, (*_CONV_TYPES, nn.Linear)):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
