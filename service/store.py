@@ -221,7 +221,8 @@ class JobStore:
 
     def request_cancel(self, job_id: int) -> Job | None:
         """A queued job is cancelled at once; a running one is flagged for the supervisor."""
-        if self.finish(job_id, JobState.CANCELLED, "cancelled before it started"):
+        if self._update(job_id, (JobState.QUEUED,), state=JobState.CANCELLED.value, finished_at=utcnow(),
+                        message="cancelled before it started"):
             return self.get(job_id)
         self._update(job_id, (JobState.RUNNING,), cancel_requested=True)
         return self.get(job_id)

@@ -1,0 +1,180 @@
+"""The job table, the local process runner and the supervisor, in process and without training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from service.runners.base import JobRunner, RunnerJob, RunnerState
+from service.runners.local import LocalProcessRunner
+from service.settings import Settings
+from service.store import IdempotencyConflict, JobKind, JobState, JobStore
+from service.supervisor import Supervisor
+
+
+class _NoTracking:
+    def find_run_id(self, experiment, name):
+        return None
+
+
+@pytest.fixture
+def settings(attnlab_home: Path) -> Settings:
+    return Settings(home=attnlab_home, slots=1, max_attempts=2, mlflow_ui=False)
+
+
+@pytest.fixture
+def store(settings: Settings) -> JobStore:
+    store = JobStore(settings.database_url)
+    yield store
+    store.close()
+
+
+def _config(name: str) -> dict:
+    return {"name": name, "tracking": {"experiment": "queue"}}
+
+
+def test_same_idempotency_key_returns_the_first_job_and_another_body_conflicts(store):
+    job, created = store.submit(JobKind.TRAIN, "a", _config("a"), "key")
+    again, created_again = store.submit(JobKind.TRAIN, "a", _config("a"), "key")
+    assert (created, created_again, again.id) == (True, False, job.id)
+    with pytest.raises(IdempotencyConflict, match=f"already used for job {job.id}"):
+        store.submit(JobKind.TRAIN, "b", _config("b"), "key")
+
+
+def test_list_filters_by_state_kind_and_name_prefix_newest_first(store):
+    ids = [store.submit(JobKind.TRAIN if i % 2 else JobKind.SEARCH, f"run_{i}", _config(f"run_{i}"))[0].id
+           for i in range(6)]
+    store.finish(ids[1], JobState.CANCELLED)
+    assert [job.id for job in store.list().items] == ids[::-1]
+    assert [job.id for job in store.list(state=JobState.CANCELLED).items] == [ids[1]]
+    assert store.list(kind=JobKind.SEARCH).total == 3
+    assert [job.name for job in store.list(name="run_5").items] == ["run_5"]
+    assert store.list(name="run%").total == 0  # LIKE wildcards in the prefix are literal
+    page = store.list(limit=2, offset=2)
+    assert [job.id for job in page.items] == ids[3:1:-1] and page.total == 6
+
+
+def test_transitions_only_apply_from_the_expected_state(store):
+    job, _ = store.submit(JobKind.TRAIN, "t", _config("t"))
+    assert store.mark_running(job.id, "test") and not store.mark_running(job.id, "test")
+    assert store.finish(job.id, JobState.SUCCEEDED)
+    assert not store.finish(job.id, JobState.FAILED)
+    assert store.request_cancel(job.id).state == JobState.SUCCEEDED.value
+
+
+@pytest.fixture
+def fake_python(tmp_path: Path):
+    """Stands in for the interpreter: the runner calls it as `<python> -m service.cli train --config F`."""
+
+    def make(body: str) -> str:
+        script = tmp_path / f"fake-{abs(hash(body))}.sh"
+        script.write_text(f"#!/bin/sh\necho started \"$@\"\n{body}\n")
+        script.chmod(0o755)
+        return str(script)
+
+    return make
+
+
+def _wait_state(runner: JobRunner, handle: str, state: RunnerState, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while runner.poll(handle) is not state:
+        assert time.monotonic() < deadline, f"never {state}"
+        time.sleep(0.05)
+
+
+def _job(attempt: int = 1) -> RunnerJob:
+    return RunnerJob(id="7", kind="train", name="n", attempt=attempt, env={"MARK": "from-env"})
+
+
+def test_local_runner_reports_exit_codes_and_writes_the_log(fake_python, tmp_path):
+    log = tmp_path / "job.log"
+    ok = LocalProcessRunner(fake_python('echo "$MARK"; exit 0'))
+    handle = ok.start(_job(), tmp_path / "config.yaml", log)
+    _wait_state(ok, handle, RunnerState.SUCCEEDED)
+    assert f"started -m service.cli train --config {tmp_path / 'config.yaml'}" in log.read_text()
+    assert "from-env" in log.read_text()
+    failing = LocalProcessRunner(fake_python("exit 3"))
+    _wait_state(failing, failing.start(_job(2), tmp_path / "config.yaml", log), RunnerState.FAILED)
+
+
+def test_local_runner_readopts_a_live_attempt_and_sees_a_killed_one_as_lost(fake_python, tmp_path):
+    runner = LocalProcessRunner(fake_python("sleep 30"))
+    handle = runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log")
+    restarted = LocalProcessRunner()  # a new service process knows only the stored handle
+    assert restarted.poll(handle) is RunnerState.RUNNING
+    os.killpg(json.loads(handle)["pid"], signal.SIGKILL)
+    _wait_state(restarted, handle, RunnerState.LOST)
+    forged = json.dumps({**json.loads(handle), "pid": os.getpid()})  # pid reuse: start time differs
+    assert restarted.poll(forged) is RunnerState.LOST
+
+
+def test_local_runner_cancel_ends_the_process_group(fake_python, tmp_path):
+    runner = LocalProcessRunner(fake_python("sleep 30 & wait"))
+    handle = runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log")
+    runner.cancel(handle)
+    _wait_state(runner, handle, RunnerState.LOST)
+
+
+class ScriptedRunner(JobRunner):
+    """Answers poll() from a per-attempt script of states."""
+
+    def __init__(self, states: dict[int, list[RunnerState]]):
+        self.states = states
+        self.started: list[int] = []
+        self.cancelled: list[str] = []
+
+    def start(self, job, config_path, log_path):
+        assert config_path.exists()
+        self.started.append(job.attempt)
+        return f"{job.id}:{job.attempt}"
+
+    def poll(self, handle):
+        attempt = int(handle.split(":")[1])
+        script = self.states[attempt]
+        return script.pop(0) if len(script) > 1 else script[0]
+
+    def cancel(self, handle):
+        self.cancelled.append(handle)
+
+
+def test_supervisor_relaunches_lost_attempts_until_max_attempts(settings, store):
+    job, _ = store.submit(JobKind.TRAIN, "lost", _config("lost"))
+    runner = ScriptedRunner({1: [RunnerState.LOST], 2: [RunnerState.RUNNING, RunnerState.LOST]})
+    supervisor = Supervisor(settings, store, runner, _NoTracking())
+    for _ in range(4):
+        supervisor.run_once()
+    stored = store.get(job.id)
+    assert runner.started == [1, 2]
+    assert stored.state == JobState.FAILED.value and stored.attempts == 2
+    assert "gave up after 2 attempts" in stored.message
+
+
+def test_supervisor_respects_slots_and_cancels_running_jobs(settings, store):
+    first, _ = store.submit(JobKind.TRAIN, "one", _config("one"))
+    second, _ = store.submit(JobKind.TRAIN, "two", _config("two"))
+    runner = ScriptedRunner({1: [RunnerState.RUNNING]})
+    supervisor = Supervisor(settings, store, runner, _NoTracking())
+    supervisor.run_once()
+    assert store.get(first.id).state == "RUNNING" and store.get(second.id).state == "QUEUED"
+    store.request_cancel(first.id)
+    supervisor.run_once()
+    assert store.get(first.id).state == "CANCELLED" and runner.cancelled == [f"{first.id}:1"]
+    assert store.get(second.id).state == "RUNNING"
+
+
+def test_supervisor_waits_for_the_tracking_store_before_launching(settings, store):
+    store.submit(JobKind.TRAIN, "wait", _config("wait"))
+    runner = ScriptedRunner({1: [RunnerState.SUCCEEDED]})
+    ready = False
+    supervisor = Supervisor(settings, store, runner, _NoTracking(), ready=lambda: ready)
+    supervisor.run_once()
+    assert runner.started == []
+    ready = True
+    supervisor.run_once()
+    supervisor.run_once()
+    assert runner.started == [1] and store.list().items[0].state == "SUCCEEDED"
