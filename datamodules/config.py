@@ -80,6 +80,8 @@ class VideoDataConfig(LoaderConfig):
     crop_size: int = Field(112, gt=0, description="Side of the square crop fed to the model")
     scale_jitter: tuple[int, int] | None = Field(None, description="Training short-side jitter range [lo, hi] "
                                                  "before the random crop; None = (short_side, 1.25*short_side)")
+    horizontal_flip: bool = Field(True, description="Random horizontal flips in training; turn off when a "
+                                  "label depends on left/right (e.g. motion direction)")
     pad: Literal["loop", "repeat_last", "none"] = Field("loop", description="Videos shorter than a clip: loop "
                                                         "from the start, repeat the last frame, or error")
     bad_files: Literal["skip", "fail"] = Field("skip", description="skip = drop and count unreadable files; "

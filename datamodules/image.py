@@ -91,8 +91,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.class_names = names[:self.num_classes] if self.num_classes <= len(names) else \
             [str(i) for i in range(self.num_classes)]
         train_t, eval_t = self._transforms()
-        as_tensor = lambda x: torch.from_numpy(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2).copy())  # noqa: E731
-        train_x, test_x = as_tensor(train_x), as_tensor(test_x)  # (N, C, H, W) uint8
+        train_x, test_x = _channels_first(train_x), _channels_first(test_x)
         train_y, test_y = torch.from_numpy(train_y), torch.from_numpy(test_y)
         fit_idx, val_idx = self._holdout(len(train_y), self.cfg.val_fraction)
         self.datasets["train"] = Subset(ArrayImageDataset(train_x, train_y, train_t), fit_idx)
@@ -152,6 +151,13 @@ class ImageDataModule(pl.LightningDataModule):
 
     def data_quality(self) -> dict[str, float]:
         return {}
+
+
+def _channels_first(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W) or (N, H, W, C) uint8 -> (N, C, H, W) uint8 tensor."""
+    if images.ndim == 3:
+        return torch.from_numpy(images[:, None])
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
 
 
 def _check_class_folders(root: Path) -> list[str]:

@@ -24,7 +24,8 @@ import numpy as np
 # Preference order for the H.264 encoder: FFmpeg builds differ in which ones they ship.
 _H264_ENCODERS = ("libx264", "h264", "libopenh264", "h264_v4l2m2m")
 _CODEC_ALIASES = {"h264": _H264_ENCODERS, "libx264": _H264_ENCODERS, "mpeg4": ("mpeg4",)}
-DIRECTION_NAMES = {2: ["left", "right"], 4: ["left", "right", "up", "down"]}
+# Two classes move vertically: a horizontal-flip augmentation then leaves every label true.
+DIRECTION_NAMES = {2: ["down", "up"], 4: ["left", "right", "up", "down"]}
 
 
 def resolve_encoder(codec: str) -> str:
@@ -79,7 +80,7 @@ def motion_frames(direction: float, *, frames: int, size: tuple[int, int], rng: 
     """Frames (T, H, W, 3) uint8 of a bright square moving at angle `direction` (radians) on a torus."""
     height, width = size
     square = square or max(4, min(height, width) // 6)
-    speed = speed or max(1.0, min(height, width) / 16)
+    speed = speed or max(1.0, min(height, width) / 64)
     start = rng.uniform(0, [height, width])
     velocity = speed * np.array([math.sin(direction), math.cos(direction)])  # (dy, dx); +y is down
     background = rng.integers(0, 48, size=(height, width, 3), dtype=np.uint8)
@@ -95,11 +96,15 @@ def motion_frames(direction: float, *, frames: int, size: tuple[int, int], rng: 
 
 def make_motion_videos(root: str | Path, *, num_classes: int = 2, videos_per_class: int = 4,
                        frames: int = 32, size: tuple[int, int] = (64, 64), codec: str = "h264",
-                       gop: int = 25, fps: int = 25, seed: int = 0, suffix: str = ".mp4") -> Path:
+                       gop: int = 25, fps: int = 25, seed: int = 0, suffix: str = ".mp4",
+                       speed: float | None = None) -> Path:
     """Write root/<class>/<video> videos whose classes differ only in direction of motion.
 
-    Classes are directions evenly spaced on the circle (2 classes: left/right; 4: left/right/up/
-    down; otherwise `dir000`, `dir045`, ... in degrees). Returns `root`.
+    Classes are directions evenly spaced on the circle (2 classes: down/up; 4: left/right/up/down
+    — train those without horizontal flips (data.horizontal_flip=false), a flip swaps left and
+    right; otherwise `dir000`, `dir045`, ... in degrees). `speed` is in pixels per frame (default
+    side / 64, i.e. 1 px at 64x64). Keep speed × frame_interval well below half the frame side: on
+    the torus a jump of half the side looks the same in both directions. Returns `root`.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -111,7 +116,7 @@ def make_motion_videos(root: str | Path, *, num_classes: int = 2, videos_per_cla
         angle = angles[names[index]] if names else 2 * math.pi * index / num_classes
         name = names[index] if names else f"dir{round(math.degrees(angle)):03d}"
         for video in range(videos_per_class):
-            array = motion_frames(angle, frames=frames, size=size, rng=rng)
+            array = motion_frames(angle, frames=frames, size=size, rng=rng, speed=speed)
             write_video(root / name / f"{name}_{video:03d}{suffix}", array, codec=codec, fps=fps, gop=gop)
     return root
 

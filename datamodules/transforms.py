@@ -94,8 +94,9 @@ class NormaliseVideo:
 class VideoTrainTransform:
     """uint8 (T, C, H, W) -> float (C, T, crop, crop): scale jitter + random crop, flip, normalise."""
 
-    def __init__(self, crop_size: int, jitter: tuple[int, int], mean, std):
-        self.augment = v2.Compose([ScaleJitterCrop(crop_size, jitter), v2.RandomHorizontalFlip()])
+    def __init__(self, crop_size: int, jitter: tuple[int, int], mean, std, flip: bool = True):
+        flips = [v2.RandomHorizontalFlip()] if flip else []
+        self.augment = v2.Compose([ScaleJitterCrop(crop_size, jitter), *flips])
         self.normalise = NormaliseVideo(mean, std)
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,7 @@ class VideoDataModule(pl.LightningDataModule):
     def _sampling(self, split: str):
         cfg = self.cfg
         if split == "train":
-            return 1, VideoTrainTransform(cfg.crop_size, cfg.jitter_range, cfg.mean, cfg.std)
+            return 1, VideoTrainTransform(cfg.crop_size, cfg.jitter_range, cfg.mean, cfg.std, cfg.horizontal_flip)
         if split == "val":
             return 1, VideoEvalTransform(cfg.crop_size, 1, cfg.mean, cfg.std)
         return cfg.test_clips, VideoEvalTransform(cfg.crop_size, cfg.test_crops, cfg.mean, cfg.std)

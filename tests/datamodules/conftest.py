@@ -36,5 +36,5 @@ def index_videos(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def motion_root(tmp_path_factory) -> Path:
-    """Class-folder tree: 2 classes (left/right) × 3 videos, 16 frames of 64x64 H.264."""
+    """Class-folder tree: 2 classes (down/up) × 3 videos, 16 frames of 64x64 H.264."""
     return make_motion_videos(tmp_path_factory.mktemp("motion"), num_classes=2, videos_per_class=3, frames=16)

@@ -11,14 +11,14 @@ from datamodules.video_backend import VideoReadError
 
 
 def _dataset_with_bad_files(root, motion_root):
-    """root/train/{left,right}: 6 good videos + zero-byte, truncated, text-as-mp4; root/val: 1 good."""
+    """root/train/{down,up}: 6 good videos + zero-byte, truncated, text-as-mp4; root/val: 1 good."""
     shutil.copytree(motion_root, root / "train")
-    (root / "val" / "left").mkdir(parents=True)
-    shutil.copy(next((motion_root / "left").iterdir()), root / "val" / "left" / "good.mp4")
-    (root / "train" / "left" / "zero.mp4").write_bytes(b"")
-    good = (motion_root / "right" / "right_000.mp4").read_bytes()
-    (root / "train" / "right" / "truncated.mp4").write_bytes(good[: len(good) // 2])
-    (root / "train" / "right" / "notes.mp4").write_text("this is a text file renamed as mp4\n" * 20)
+    (root / "val" / "down").mkdir(parents=True)
+    shutil.copy(next((motion_root / "down").iterdir()), root / "val" / "down" / "good.mp4")
+    (root / "train" / "down" / "zero.mp4").write_bytes(b"")
+    good = (motion_root / "up" / "up_000.mp4").read_bytes()
+    (root / "train" / "up" / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    (root / "train" / "up" / "notes.mp4").write_text("this is a text file renamed as mp4\n" * 20)
     return root
 
 
@@ -45,7 +45,7 @@ def test_skip_counts_bad_files_exactly_and_yields_every_good_sample(tmp_path, mo
 def test_file_that_breaks_after_setup_is_skipped_and_counted_once_across_workers(tmp_path, motion_root):
     dm = build_datamodule(_config(_dataset_with_bad_files(tmp_path, motion_root), num_workers=2))
     dm.setup("fit")
-    (tmp_path / "train" / "left" / "left_001.mp4").write_bytes(b"")  # goes bad mid-run
+    (tmp_path / "train" / "down" / "down_001.mp4").write_bytes(b"")  # goes bad mid-run
     for _ in range(2):  # two epochs: the file fails twice, is counted once
         labels = torch.cat([y for _, y in dm.train_dataloader()])
         assert sorted(labels.tolist()) == [0, 0, 1, 1, 1]
@@ -69,7 +69,7 @@ def test_batch_whose_every_item_broke_is_left_out(tmp_path, motion_root):
     root = _dataset_with_bad_files(tmp_path, motion_root)
     dm = build_datamodule(_config(root, batch_size=1, max_bad_fraction=0.6))
     dm.setup("fit")
-    for video in (root / "train" / "left").glob("left_*.mp4"):
+    for video in (root / "train" / "down").glob("down_*.mp4"):
         video.write_bytes(b"")
     batches = list(dm.train_dataloader())
     assert all(batch is not None for batch in batches) and sorted(int(y) for _, y in batches) == [1, 1, 1]
@@ -80,7 +80,7 @@ def test_files_breaking_mid_run_beyond_the_allowed_fraction_stop_the_run(tmp_pat
     root = _dataset_with_bad_files(tmp_path, motion_root)
     dm = build_datamodule(_config(root, max_bad_fraction=0.4, num_workers=2))
     dm.setup("fit")
-    for video in (root / "train" / "left").glob("left_*.mp4"):
+    for video in (root / "train" / "down").glob("down_*.mp4"):
         video.write_bytes(b"")
     with pytest.raises(TooManyBadFilesError, match="exceed data.max_bad_fraction"):
         list(dm.train_dataloader())
@@ -91,6 +91,6 @@ def test_fail_policy_names_a_file_that_breaks_inside_a_worker(tmp_path, motion_r
     dm = build_datamodule(_config(tmp_path / "clips", num_workers=2, bad_files="fail",
                                   split_fractions=(1.0, 0.0, 0.0)))
     dm.setup("fit")
-    (tmp_path / "clips" / "right" / "right_002.mp4").write_bytes(b"")
-    with pytest.raises(VideoReadError, match=r"right_002\.mp4: empty.*bad_files='fail'"):
+    (tmp_path / "clips" / "up" / "up_002.mp4").write_bytes(b"")
+    with pytest.raises(VideoReadError, match=r"up_002\.mp4: empty.*bad_files='fail'"):
         list(dm.train_dataloader())

@@ -33,10 +33,10 @@ def _manifest_dataset(tmp_path, motion_root, val_line):
 
 
 def test_manifest_datamodule_trains_on_the_labelled_segments(tmp_path, motion_root):
-    video = next((motion_root / "right").iterdir())
-    dm = build_datamodule(_manifest_dataset(tmp_path, motion_root, f"{video}\tright\n"))
+    video = next((motion_root / "up").iterdir())
+    dm = build_datamodule(_manifest_dataset(tmp_path, motion_root, f"{video}\tup\n"))
     dm.setup("fit")
-    assert dm.class_names == ["left", "right"] and dm.num_classes == 2
+    assert dm.class_names == ["down", "up"] and dm.num_classes == 2
     record = dm.datasets["train"].records[0]
     assert (record.first, record.num_frames) == (0, 12)  # 0.0-0.5 s at 25 fps, of 16 frames
     x, y = next(iter(dm.train_dataloader()))
@@ -45,8 +45,8 @@ def test_manifest_datamodule_trains_on_the_labelled_segments(tmp_path, motion_ro
 
 
 def test_unknown_label_names_the_manifest_line(tmp_path, motion_root):
-    video = next((motion_root / "right").iterdir())
-    dm = build_datamodule(_manifest_dataset(tmp_path, motion_root, f"{video}\tright\n{video}\tjump\n"))
+    video = next((motion_root / "up").iterdir())
+    dm = build_datamodule(_manifest_dataset(tmp_path, motion_root, f"{video}\tup\n{video}\tjump\n"))
     with pytest.raises(ValueError, match=r"val\.tsv:2: unknown label 'jump'"):
         dm.setup("fit")
 
@@ -71,7 +71,7 @@ def test_seeded_folder_split_is_stratified_and_reproducible(motion_root):
     first, names = folder_splits(motion_root, [".mp4"], (0.34, 0.33, 0.33), seed=3)
     again, _ = folder_splits(motion_root, [".mp4"], (0.34, 0.33, 0.33), seed=3)
     other, _ = folder_splits(motion_root, [".mp4"], (0.34, 0.33, 0.33), seed=4)
-    assert names == ["left", "right"] and first == again
+    assert names == ["down", "up"] and first == again
     assert {split: sorted(e.label for e in entries) for split, entries in first.items()} == {
         "train": [0, 1], "val": [0, 1], "test": [0, 1]}
     assert first != other

@@ -32,7 +32,8 @@ def test_single_frames_have_the_same_appearance_statistics_in_every_class():
 
 
 def test_motion_videos_form_a_class_folder_tree_that_decodes(tmp_path):
-    root = make_motion_videos(tmp_path / "motion", num_classes=4, videos_per_class=2, frames=12, size=(32, 48), codec="mpeg4")
+    root = make_motion_videos(tmp_path / "motion", num_classes=4, videos_per_class=2, frames=12, size=(32, 48),
+                              codec="mpeg4")
     assert sorted(p.name for p in root.iterdir()) == ["down", "left", "right", "up"]
     videos = sorted(root.rglob("*.mp4"))
     assert len(videos) == 8
