@@ -58,8 +58,11 @@ def searches_dir() -> Path:
     return tracking.attnlab_home() / "searches"
 
 
-def run_search(cfg: SearchConfig, *, ray_address: str | None = None) -> SearchResult:
-    """Check the space (errors before any trial), then run the whole search."""
+def run_search(cfg: SearchConfig, *, ray_address: str | None = None, callbacks: list | None = None) -> SearchResult:
+    """Check the space (errors before any trial), then run the whole search.
+
+    `callbacks`: extra `ray.tune.Callback`s (the benchmark times trial starts with one).
+    """
     plan = plan_search(cfg)
     folder = searches_dir() / cfg.search_name
     uri = tracking.tracking_uri(cfg.tracking.uri)
@@ -78,7 +81,7 @@ def run_search(cfg: SearchConfig, *, ray_address: str | None = None) -> SearchRe
         _trainable(cfg, state),
         param_space=_param_space(cfg, plan),
         tune_config=_tune_config(cfg),
-        run_config=_run_config(cfg),
+        run_config=_run_config(cfg, callbacks),
     )
     return _finish(cfg, plan, state, tuner.fit(), folder)
 
@@ -192,12 +195,12 @@ def max_reports(cfg: SearchConfig) -> int:
     return cfg.trainer.max_epochs
 
 
-def _run_config(cfg: SearchConfig):
+def _run_config(cfg: SearchConfig, callbacks: list | None = None):
     from ray import tune
 
     return tune.RunConfig(name=cfg.search_name, storage_path=str(searches_dir()),
                           failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-                          verbose=1)
+                          callbacks=callbacks, verbose=1)
 
 
 # ---- after the search ----------------------------------------------------------------------------

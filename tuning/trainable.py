@@ -20,6 +20,7 @@ attempt that finds no file at <path> creates it and raises, so a test can watch 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -38,12 +39,19 @@ class InjectedFailure(RuntimeError):
 
 
 class TuneReportCallback(pl.Callback):
-    """Report Lightning's logged scalars to Ray Tune (each report is one ASHA time step)."""
+    """Report Lightning's logged scalars to Ray Tune (each report is one ASHA time step).
+
+    Every report also carries `timing/first_step_at` (wall clock at the first training step), so the
+    overhead of a trial (start -> first step) can be read from its results (benchmarks/bench_tuning.py).
+    """
 
     def __init__(self, metric: str, every_n_steps: int | None = None, trial_run_id: str | None = None) -> None:
         self.metric = metric
         self.every_n_steps = every_n_steps
-        self.extra = {"mlflow_run_id": trial_run_id} if trial_run_id else {}
+        self.extra: dict[str, Any] = {"mlflow_run_id": trial_run_id} if trial_run_id else {}
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
+        self.extra.setdefault("timing/first_step_at", time.time())
 
     def _report(self, trainer: pl.Trainer) -> None:
         from ray import tune

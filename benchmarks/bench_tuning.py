@@ -1,0 +1,152 @@
+"""What running trials under Ray Tune costs and gains: trial overhead and concurrent vs sequential wall time.
+
+    .venv/bin/python benchmarks/bench_tuning.py [--trials 8] [--concurrent 2] [--epochs 3]
+
+One grid of 8 SE placements × reductions on `c2d_resnet_tiny` and tiny synthetic motion clips, run
+twice in one process, each trial on one torch thread:
+  * sequential: the 8 trial configs through `training.fit`, one after another (imports warmed first);
+  * concurrent: the same 8 as a Ray Tune search (`tuning.search.run_search`, FIFO scheduler, 2 trials
+    at a time on a local 2-CPU Ray instance).
+Trial overhead = Tune starting the trial (driver clock, `Callback.on_trial_start`) -> its first
+training step (`timing/first_step_at`, reported by the trial); it includes the trial actor's start
+and imports for the first trial of each actor (`reuse_actors=True` keeps later trials warm).
+The search wall time is `run_search` end to end: space check, trials, report, and the registration
+of the best model (one torch.export), i.e. what a user waits for.
+Bars: mean overhead <= 5 s per trial; concurrent <= 0.75 x sequential. Exit 1 on FAIL.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OVERHEAD_BAR_S = 5.0
+SPEEDUP_BAR = 0.75
+
+
+def search_config(videos: Path, epochs: int, concurrent: int, trials: int):
+    from tuning.config import validate_search_config
+
+    placements = ["se-stage2", "se-stage3", "se-stage4", "se-all"]
+    reductions = [2, 4, 8, 16][: max(1, trials // len(placements))]
+    return validate_search_config({
+        "name": "bench-tuning",
+        "data": {"kind": "video", "dataset": "folder", "root": str(videos), "batch_size": 4, "clip_len": 4,
+                 "frame_interval": 2, "short_side": 32, "crop_size": 32, "test_clips": 1},
+        "model": {"family": "se", "backbone": "c2d_resnet_tiny", "placement": "se-stage3", "reduction": 4},
+        "optim": {"lr": 0.05},
+        "trainer": {"max_epochs": epochs, "accelerator": "cpu", "enable_progress_bar": False},
+        "tracking": {"figures": False, "log_model": False, "experiment": "bench"},
+        "search": {"metric": "val/acc", "mode": "max", "max_concurrent_trials": concurrent,
+                   "scheduler": {"kind": "fifo"}, "resources": {"cpu": 1},
+                   "space": {"model.placement": {"grid": placements}, "model.reduction": {"grid": reductions}}},
+    })
+
+
+def run_sequential(cfg) -> float:
+    from training.fit import fit
+    from tuning.config import plan_search, trial_config
+
+    points = plan_search(cfg).points
+    started = time.monotonic()
+    for index, point in enumerate(points):
+        trial = trial_config(cfg.base_raw(), point)
+        trial = trial.model_copy(update={"name": f"sequential-{index}", "tracking": trial.tracking.model_copy(
+            update={"log_model": False, "register_as": None})})
+        fit(trial)
+    return time.monotonic() - started
+
+
+def run_concurrent(cfg) -> tuple[float, list[float]]:
+    from ray import tune
+
+    from tuning.search import run_search
+
+    starts: dict[str, float] = {}
+
+    class TrialStarts(tune.Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            starts.setdefault(trial.trial_id, time.time())
+
+    started = time.monotonic()
+    result = run_search(cfg, callbacks=[TrialStarts()])
+    wall = time.monotonic() - started
+    overheads = []
+    for trial in result.trials:
+        trial_id = trial["trial_name"].removeprefix(f"{cfg.search_name}-")
+        first_step = _first_step(Path(result.storage) / f"trial-{trial_id}" / "result.json")
+        if trial_id in starts and first_step is not None:
+            overheads.append(first_step - starts[trial_id])
+    return wall, overheads
+
+
+def _first_step(path: Path) -> float | None:
+    import json
+
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        value = json.loads(line).get("timing/first_step_at")
+        if value is not None:
+            return value
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
+    os.environ["ATTNLAB_HOME"] = str(home)
+    import torch
+
+    torch.set_num_threads(1)
+    from datamodules.synthetic import make_motion_videos
+
+    videos = make_motion_videos(home / "videos", num_classes=2, videos_per_class=8, frames=16, size=(32, 32))
+    cfg = search_config(videos, args.epochs, args.concurrent, args.trials)
+    # Warm the imports and the MLflow store, as a long-lived process would have them.
+    import lightning.pytorch  # noqa: F401
+    import mlflow  # noqa: F401
+
+    from training import tracking
+
+    tracking.experiment_id(tracking.tracking_uri(), "bench")
+    sequential = run_sequential(cfg)
+
+    import ray
+
+    ray.init(num_cpus=args.concurrent, include_dashboard=False, log_to_driver=False)
+    try:
+        concurrent, overheads = run_concurrent(cfg)
+    finally:
+        ray.shutdown()
+
+    mean_overhead = statistics.mean(overheads) if overheads else float("nan")
+    ratio = concurrent / sequential
+    overhead_ok = bool(overheads) and mean_overhead <= OVERHEAD_BAR_S
+    ratio_ok = ratio <= SPEEDUP_BAR
+    load = os.getloadavg()[0]
+    print()
+    print(f"{'measure':46} {'value':>10} {'bar':>10} result")
+    print(f"{f'sequential fit, {args.trials} trials':46} {sequential:9.1f}s {'':>10}")
+    print(f"{f'Tune search, {args.trials} trials, {args.concurrent} concurrent':46} {concurrent:9.1f}s {'':>10}")
+    print(f"{'concurrent / sequential':46} {ratio:10.2f} {f'<= {SPEEDUP_BAR}':>10} {'PASS' if ratio_ok else 'FAIL'}")
+    print(f"{'trial overhead: start -> first step, mean':46} {mean_overhead:9.2f}s {f'<= {OVERHEAD_BAR_S:.0f}s':>10} "
+          f"{'PASS' if overhead_ok else 'FAIL'}")
+    if overheads:
+        print(f"{'trial overhead: median / max':46} {statistics.median(overheads):9.2f}s {max(overheads):9.2f}s")
+    print(f"load average {load:.1f} on {os.cpu_count()} cores during the run")
+    passed = overhead_ok and ratio_ok
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
