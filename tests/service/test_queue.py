@@ -178,3 +178,10 @@ def test_supervisor_waits_for_the_tracking_store_before_launching(settings, stor
     supervisor.run_once()
     supervisor.run_once()
     assert runner.started == [1] and store.list().items[0].state == "SUCCEEDED"
+
+
+def test_stored_timestamps_come_back_timezone_aware(store):
+    job, _ = store.submit(JobKind.TRAIN, "tz", _config("tz"))
+    store.mark_running(job.id, "test")
+    stored = store.get(job.id)
+    assert stored.created_at.tzinfo is not None and stored.started_at.utcoffset().total_seconds() == 0
