@@ -37,6 +37,7 @@ from tuning.trainable import FAIL_ONCE_ENV, INFEASIBLE_TAG, PARENT_TAG, SEARCH_T
 
 STOPPED_EARLY_TAG = "attnlab.stopped_early"
 TRIAL_DIR_PREFIX = "trial-"
+REGISTERED_TAG = "attnlab.registered_version"  # "<version>@<alias>" on the parent run
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
@@ -242,7 +243,12 @@ def _finish(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], grid, fo
         client.set_tag(parent, "attnlab.best_trial", best["trial_name"])
         model_name = search.register_as or cfg.tracking.register_as or cfg.search_name
         result.model_name = model_name
-        result.model_version, result.alias = register_best(cfg, uri, best, model_name)
+        registered = client.get_run(parent).data.tags.get(REGISTERED_TAG)
+        if registered:  # the search was finished before (resumed again): register nothing new
+            result.model_version, _, result.alias = registered.partition("@")
+        else:
+            result.model_version, result.alias = register_best(cfg, uri, best, model_name)
+            client.set_tag(parent, REGISTERED_TAG, f"{result.model_version}@{result.alias}")
     client.set_terminated(parent, "FINISHED")
     return result
 

@@ -145,3 +145,32 @@ def test_ablation_report_writes_markdown_csv_and_a_heatmap(tmp_path):
     assert paths["figure"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths["markdown"].read_text() == to_markdown(table)
     assert table.best() == ("se-all", "16")
+
+
+def test_tune_command_rejects_a_bad_space_before_starting_anything(tmp_path, capsys, attnlab_home):
+    import yaml
+
+    from service.cli import main
+
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({**BASE, "search": {"space": {"model.reduction": {"grid": [16, 128]},
+                                                                   "optim.momentum": {"choice": []}}}}))
+    assert main(["tune", "--config", str(config)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("invalid search space:")
+    assert "search.space.optim.momentum: choice: needs at least one value" in error
+    assert not (attnlab_home / "searches").exists()
+
+
+def test_tune_check_lists_the_grid_after_budget_pruning(tmp_path, capsys):
+    import yaml
+
+    from service.cli import main
+
+    config = tmp_path / "search.yaml"
+    space = {"model.placement": {"grid": ["se-stage2", "se-all"]}, "model.reduction": {"grid": [4]}}
+    config.write_text(yaml.safe_dump({**BASE, "search": {"space": space, "budget": {"max_params": 11_500_000}}}))
+    assert main(["tune", "--config", str(config), "--check"]) == 0
+    output = capsys.readouterr().out
+    assert "1 grid point(s) to train, 1 pruned by the budget" in output
+    assert "pruned: model.placement=se-all, model.reduction=4, reason=" in output
