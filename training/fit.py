@@ -101,10 +101,12 @@ def checkpoint_callbacks(cfg: TrainConfig, checkpoint_dir: Path, monitor: str | 
     """Best-by-validation at epoch ends, plus `last.ckpt` every N optimizer steps and epoch end."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    # Both write the same last.ckpt (no "-v1" versions): whichever saved latest is the resume point.
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best-{epoch}-{step}", monitor=monitor,
-                           mode="max", save_top_k=1 if monitor else 0, save_last=True)
+                           mode="max", save_top_k=1 if monitor else 0, save_last=True,
+                           enable_version_counter=False)
     steps = ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
-                            save_top_k=0, save_last=True)
+                            save_top_k=0, save_last=True, enable_version_counter=False)
     return [best, steps]
 
 
