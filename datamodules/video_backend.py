@@ -137,7 +137,9 @@ class PyAVBackend:
             if num_frames == 0:
                 raise VideoReadError(path, "unreadable", "no frames")
             container.seek(0)
-            first = next(container.decode(stream))  # the file really decodes
+            first = next(container.decode(stream), None)  # the file really decodes
+            if first is None:
+                raise VideoReadError(path, "unreadable", "no decodable frame")
             fps = float(stream.average_rate or stream.guessed_rate or 25)
             return VideoInfo(int(num_frames), fps, first.width, first.height)
         except VideoReadError:
