@@ -142,7 +142,9 @@ def main() -> int:
     p99 = milliseconds[int(0.99 * (len(milliseconds) - 1))]
     lost = args.requests - len(set(ids))
     print(f"attnlab service submit latency: {args.requests} submissions, {args.clients} concurrent clients, "
-          f"loopback, slots=0 (queue only), cpus={os.cpu_count()}")
+          f"loopback, slots=0 (queue only)")
+    print(f"  machine: {os.cpu_count()} cpus, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} "
+          "(1/5/15 min; other work on the machine shows up in the tail)")
     print(f"  p50 {p50:.1f} ms   p90 {p90:.1f} ms   p99 {p99:.1f} ms   max {milliseconds[-1]:.1f} ms")
     print(f"  throughput {args.requests / elapsed:.0f} submissions/s; non-201 answers {failures}; "
           f"stored {stored}; lost {lost}")

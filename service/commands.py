@@ -77,7 +77,7 @@ def run_serve(args: argparse.Namespace) -> int:
         overrides["mlflow_ui"] = False
     settings = Settings(**overrides)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=5)
+                access_log=settings.access_log, timeout_graceful_shutdown=5)
     return 0
 
 

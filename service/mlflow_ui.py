@@ -85,7 +85,7 @@ class MlflowUI:
             return
         try:
             os.killpg(self._process.pid, signal.SIGTERM)
-            self._process.wait(timeout=10)
+            self._process.wait(timeout=5)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
                 os.killpg(self._process.pid, signal.SIGKILL)

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     port: int = 8000
     url: str | None = None  # where the `attnlab jobs` client finds the service; None = http://host:port
     max_request_bytes: int = Field(default=1_000_000, gt=0)
+    access_log: bool = True  # uvicorn's line per request
 
     @field_validator("data_roots", mode="before")
     @classmethod
