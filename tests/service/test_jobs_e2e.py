@@ -74,4 +74,7 @@ def test_search_job_runs_its_trials(start_service, idx_data):
         job = service.wait_for(submitted.json()["id"], ("SUCCEEDED", "FAILED"), timeout=280)
         log = client.get(f"/jobs/{job['id']}/logs").text
         assert job["state"] == "SUCCEEDED", log[-3000:]
-        assert job["kind"] == "search" and job["mlflow_run_id"]
+        assert job["kind"] == "search"
+        parent = re.search(r"MLflow parent run ([0-9a-f]{32})", log)
+        assert parent and job["mlflow_run_id"] == parent.group(1)
+        assert "2 trials" in log
