@@ -41,9 +41,10 @@ class AttentionClassifier(pl.LightningModule):
             self.net.to(memory_format=self.memory_format)
         self._forward = torch.compile(self.net) if compile else self.net
 
-        metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1)}
+        # average="micro": the share of correct samples (torchmetrics' default is the class mean).
+        metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
         if num_classes >= 5:
-            metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5)
+            metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
         metrics = MetricCollection(metrics)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")

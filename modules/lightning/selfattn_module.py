@@ -75,6 +75,6 @@ class SelfAttentionModule(AttentionClassifier):
             axis.set_title(f"head {head}", fontsize=7)
         for axis in list(axes.flat)[heads:]:
             axis.axis("off")
-        figure.suptitle(f"Attention probabilities of the centre query per head (paper Fig. 4) — {name}",
-                        fontsize=9)
+        figure.suptitle(f"Attention probabilities of the centre query (+) per head\n(paper Fig. 4) — {name}",
+                        fontsize=8)
         return figure
