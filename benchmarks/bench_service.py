@@ -41,6 +41,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_service(home: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "ATTNLAB_HOME": str(home), "ATTNLAB_TOKEN": TOKEN, "ATTNLAB_SLOTS": "0",
            "ATTNLAB_MLFLOW_UI": "false", "ATTNLAB_PORT": str(port)}
@@ -128,9 +134,11 @@ def main() -> int:
             for index in range(20):
                 httpx.post(f"{url}/jobs", json={"config": config(f"warm-{index}")},
                            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60).raise_for_status()
+            cpu_before = process_cpu_seconds(process.pid)
             started = time.perf_counter()
             latencies, ids, failures = asyncio.run(run_clients(port, args.requests, args.clients))
             elapsed = time.perf_counter() - started
+            server_cpu = process_cpu_seconds(process.pid) - cpu_before
             stored = httpx.get(f"{url}/jobs", params={"name": "bench-", "limit": 1}, timeout=60).json()["total"]
         finally:
             process.terminate()
@@ -146,6 +154,7 @@ def main() -> int:
     print(f"  machine: {os.cpu_count()} cpus, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} "
           "(1/5/15 min; other work on the machine shows up in the tail)")
     print(f"  p50 {p50:.1f} ms   p90 {p90:.1f} ms   p99 {p99:.1f} ms   max {milliseconds[-1]:.1f} ms")
+    print(f"  server CPU {server_cpu / args.requests * 1000:.2f} ms per submission (load-independent cost)")
     print(f"  throughput {args.requests / elapsed:.0f} submissions/s; non-201 answers {failures}; "
           f"stored {stored}; lost {lost}")
     passed = p99 < P99_BAR_MS and lost == 0 and failures == 0 and stored == args.requests

@@ -140,6 +140,7 @@ class JobStore:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._insert = insert(Job)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -154,9 +155,10 @@ class JobStore:
                   "request_hash": digest, "state": JobState.QUEUED.value, "created_at": utcnow(),
                   "attempts": 0, "cancel_requested": False}
         try:
-            # One Core INSERT (no ORM unit of work): submissions are the hot path under load.
+            # One Core INSERT of a prebuilt statement (no ORM unit of work, no per-call cache key over
+            # the values): submissions are the hot path under load.
             with self.engine.begin() as connection:
-                job_id = connection.execute(insert(Job).values(**values)).inserted_primary_key[0]
+                job_id = connection.execute(self._insert, values).inserted_primary_key[0]
         except IntegrityError:
             # The key is known (or two requests with one key raced and the other insert won).
             existing = self._by_key(idempotency_key) if idempotency_key else None
