@@ -1,6 +1,6 @@
 """Checks a submitted config must pass beyond its schema: every path stays inside a configured root.
 
-Data paths (`data.root`, `data.manifests.*`) must resolve inside one of `settings.data_roots`
+Data paths (`data.root`, `data.manifests.*`, also as values of a search space) must resolve inside one of `settings.data_roots`
 (a relative path is looked up under each root, as DESIGN.md's `root: data/fashion-mnist` intends);
 output paths (any `*_path` / `*_dir` field) inside `settings.output_root`. Resolution follows
 symlinks, so a link pointing out of a root is refused like `..` is. The stored config carries the
@@ -41,19 +41,23 @@ def _walk(node: Any, loc: tuple[str | int, ...], settings: Settings) -> Any:
         return [_walk(value, (*loc, index), settings) for index, value in enumerate(node)]
     if not isinstance(node, str):
         return node
-    keys = [part for part in loc if isinstance(part, str)]
-    leaf = keys[-1] if keys else ""
-    if "data" in keys and (leaf == "root" or "manifests" in keys):
+    # Search spaces name fields as dotted keys ({"data.root": {"grid": [...]}}): split them too.
+    parts = [piece for part in loc if isinstance(part, str) for piece in part.split(".")]
+    if "data" in parts and ("root" in parts or "manifests" in parts):
         return str(_inside(node, settings.data_roots, loc, "data roots"))
-    if leaf.endswith(OUTPUT_SUFFIXES):
+    if any(part.endswith(OUTPUT_SUFFIXES) for part in parts):
         return str(_inside(node, [settings.output_root], loc, "output root"))
-    if keys[-2:] == ["tracking", "uri"] and node != settings.tracking_uri:
+    if _names(parts, "tracking", "uri") and node != settings.tracking_uri:
         raise ConfigRejected(loc, f"jobs log to the service's tracking store; leave it null "
                                   f"(got {node!r})")
-    if keys[-2:] == ["cluster", "address"] and node != settings.ray_address:
+    if _names(parts, "cluster", "address") and node != settings.ray_address:
         raise ConfigRejected(loc, "jobs run on the service's Ray cluster; leave it null "
                                   f"(got {node!r})")
     return node
+
+
+def _names(parts: list[str], section: str, field: str) -> bool:
+    return section in parts and field in parts[parts.index(section):]
 
 
 def _inside(value: str, roots: list[Path], loc: tuple[str | int, ...], what: str) -> Path:

@@ -9,6 +9,7 @@ import sys
 
 import httpx
 import pytest
+import yaml
 
 from tests.service.conftest import TOKEN, tiny_train_config
 
@@ -62,19 +63,23 @@ def test_training_job_is_followed_to_a_registered_model(start_service, idx_data)
     assert shown.returncode == 0 and "svc-tiny version 1" in shown.stdout
 
 
-def test_search_job_runs_its_trials(start_service, idx_data):
-    pytest.importorskip("tuning.cli", reason="tuning's `attnlab tune` has not landed")
+def test_search_job_runs_its_trials(start_service, idx_data, tmp_path):
+    """Submitted and followed through the CLI client (`attnlab jobs submit --search -f`)."""
     service = start_service()
-    config = tiny_train_config("e2e-search", data=idx_data, max_steps=2)
+    config = tiny_train_config("e2e-search", data=idx_data)
     config["search"] = {"space": {"model.reduction": {"grid": [2, 4]}}, "algorithm": "grid",
                         "scheduler": {"kind": "fifo"}, "max_concurrent_trials": 1}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "ATTNLAB_URL": service.url, "ATTNLAB_TOKEN": TOKEN, "COLUMNS": "200"}
+    followed = subprocess.run([sys.executable, "-m", "service.cli", "jobs", "submit", "--config", str(path),
+                               "--search", "--set", "trainer.max_steps=2", "-f"],
+                              env=env, capture_output=True, text=True, timeout=400)
+    assert followed.returncode == 0, followed.stdout[-3000:] + followed.stderr[-2000:]
+    assert "Submitted search 1 (e2e-search)" in followed.stdout
+    assert "2 trials" in followed.stdout and "Job 1 SUCCEEDED" in followed.stdout
     with service.client() as client:
-        submitted = client.post("/searches", json={"config": config})
-        assert submitted.status_code == 201, submitted.text
-        job = service.wait_for(submitted.json()["id"], ("SUCCEEDED", "FAILED"), timeout=280)
-        log = client.get(f"/jobs/{job['id']}/logs").text
-        assert job["state"] == "SUCCEEDED", log[-3000:]
-        assert job["kind"] == "search"
-        parent = re.search(r"MLflow parent run ([0-9a-f]{32})", log)
-        assert parent and job["mlflow_run_id"] == parent.group(1)
-        assert "2 trials" in log
+        job = client.get("/jobs/1").json()
+    assert job["kind"] == "search" and job["state"] == "SUCCEEDED"
+    parent = re.search(r"MLflow parent run ([0-9a-f]{32})", followed.stdout)
+    assert parent and job["mlflow_run_id"] == parent.group(1)
