@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import tempfile
+import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
@@ -49,8 +50,8 @@ class VideoDataModule(pl.LightningDataModule):
         self.sample_shape = (3, cfg.clip_len, cfg.crop_size, cfg.crop_size)
         self.datasets: dict[str, VideoClipDataset] = {}
         self._split_of: dict[str, str] = {}  # path -> split, for per-split counts
-        handle, ledger_path = tempfile.mkstemp(prefix="attnlab-bad-videos-", suffix=".jsonl")
-        os.close(handle)
+        # Created on the first bad file only, so a run with clean data (or killed) leaves nothing behind.
+        ledger_path = os.path.join(tempfile.gettempdir(), f"attnlab-bad-videos-{uuid.uuid4().hex}.jsonl")
         weakref.finalize(self, _remove_quietly, ledger_path)
         self.ledger = BadFileLedger(ledger_path)
 
