@@ -37,6 +37,7 @@ from tuning.trainable import FAIL_ONCE_ENV, INFEASIBLE_TAG, PARENT_TAG, SEARCH_T
 
 STOPPED_EARLY_TAG = "attnlab.stopped_early"
 TRIAL_DIR_PREFIX = "trial-"
+UNBOUNDED_REPORTS = 2**20
 REGISTERED_TAG = "attnlab.registered_version"  # "<version>@<alias>" on the parent run
 CHAMPION, CANDIDATE = "champion", "candidate"
 
@@ -73,7 +74,7 @@ def run_search(cfg: SearchConfig, *, ray_address: str | None = None, callbacks: 
         (folder / "search.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         state = {"parent_run_id": _create_parent_run(cfg, uri, plan), "tracking_uri": uri}
         (folder / "search.json").write_text(json.dumps(state))
-    _init_ray(ray_address or cfg.cluster.address, cfg)
+    _init_ray(ray_address or cfg.cluster.address)
     from ray import tune
 
     if tune.Tuner.can_restore(str(folder)):  # the same name again continues that search
@@ -97,7 +98,7 @@ def resume_search(name: str, *, ray_address: str | None = None) -> SearchResult:
                                 f"{', '.join(known) or 'none'}")
     cfg = validate_search_config(yaml.safe_load((folder / "search.yaml").read_text()), str(folder / "search.yaml"))
     plan = plan_search(cfg)
-    _init_ray(ray_address or cfg.cluster.address, cfg)
+    _init_ray(ray_address or cfg.cluster.address)
     from ray import tune
 
     if not tune.Tuner.can_restore(str(folder)):
@@ -116,7 +117,7 @@ def _restored_tuner(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], 
 # ---- Tune objects ------------------------------------------------------------------------------
 
 
-def _init_ray(address: str | None, cfg: SearchConfig) -> None:
+def _init_ray(address: str | None) -> None:
     import ray
 
     if ray.is_initialized():
@@ -188,11 +189,14 @@ def trial_dirname(trial) -> str:
 
 def max_reports(cfg: SearchConfig) -> int:
     """Reports one trial makes at most. ASHA's max_t is one more: a trial is never stopped for
-    reaching the end, which would cut its test, checkpoint and MLflow finish short."""
+    reaching the end, which would cut its test, checkpoint and MLflow finish short. Step reports
+    without `trainer.max_steps` cannot be counted in advance: then the limit is effectively none."""
     if cfg.search.scheduler.max_t is not None:
         return cfg.search.scheduler.max_t
-    if cfg.search.report_every_n_steps and cfg.trainer.max_steps > 0:
-        return math.ceil(cfg.trainer.max_steps / cfg.search.report_every_n_steps)
+    if cfg.search.report_every_n_steps:
+        if cfg.trainer.max_steps > 0:
+            return math.ceil(cfg.trainer.max_steps / cfg.search.report_every_n_steps)
+        return UNBOUNDED_REPORTS
     return cfg.trainer.max_epochs
 
 

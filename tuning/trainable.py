@@ -81,8 +81,8 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     from ray import tune
 
     from training import fit
-    from tuning.config import BudgetSpec, cost_of, trial_config
     from tuning.budget import over_budget
+    from tuning.config import BudgetSpec, cost_of, trial_config
     from tuning.space import trial_overrides
 
     os.environ["ATTNLAB_HOME"] = context["attnlab_home"]
