@@ -108,7 +108,10 @@ def _print_table(headers: list[str], rows: list[tuple]) -> None:
     table = Table(*headers)
     for row in rows:
         table.add_row(*["" if value is None else str(value) for value in row])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: don't squeeze run ids into 80 columns
+        console = Console(width=200)
+    console.print(table)
 
 
 def _uri(args) -> str:

@@ -150,14 +150,14 @@ def list_models(uri: str) -> list[dict[str, Any]]:
 
 def model_versions(uri: str, name: str) -> list[dict[str, Any]]:
     mlflow_client = client(uri)
-    model = mlflow_client.get_registered_model(name)  # raises if unknown
+    model = mlflow_client.get_registered_model(name)  # raises a clear error if the name is unknown
     aliases: dict[str, list[str]] = {}
-    for alias, version in model.aliases.items():
+    for alias, version in model.aliases.items():  # search results leave ModelVersion.aliases empty
         aliases.setdefault(str(version), []).append(alias)
     rows = []
     for version in mlflow_client.search_model_versions(f"name = '{name}'"):
         metrics = mlflow_client.get_run(version.run_id).data.metrics if version.run_id else {}
-        rows.append({"version": int(version.version), "aliases": ", ".join(aliases.get(version.version, [])),
+        rows.append({"version": int(version.version), "aliases": ", ".join(sorted(aliases.get(str(version.version), []))),
                      "run_id": version.run_id, "status": version.status,
                      "test/acc": metrics.get("test/acc")})
     return sorted(rows, key=lambda row: row["version"])
