@@ -175,21 +175,16 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
 
 def _finish_run(cfg, uri, logger, module, datamodule, metrics, checkpoint) -> FitResult:
     """Rank 0 after training: figures, data quality, model, registration, the `complete` tag."""
+    from training.figures import log_figures, test_batches
+
     run_id = logger.run_id
     client = tracking.client(uri)
     quality = {f"data/{key}": float(value) for key, value in (datamodule.data_quality() or {}).items()}
     if quality:
         logger.log_metrics(quality)
         metrics.update(quality)
-    batches = _test_batches(datamodule, cfg.tracking.figure_batches)
-    figure_names = []
-    if cfg.tracking.figures and batches:
-        import matplotlib.pyplot as plt
-
-        for file_name, figure in module.figures(batches).items():
-            client.log_figure(run_id, figure, f"figures/{file_name}")
-            plt.close(figure)
-            figure_names.append(file_name)
+    batches = test_batches(datamodule, cfg.tracking.figure_batches)
+    figure_names = log_figures(client, run_id, module, batches) if cfg.tracking.figures and batches else []
     if os.path.exists(checkpoint):
         client.log_artifact(run_id, checkpoint, "checkpoints")
     version = None
@@ -224,16 +219,6 @@ def _has_validation(datamodule) -> bool:
         return datamodule.val_dataloader() is not None
     except (NotImplementedError, AttributeError):
         return False
-
-
-def _test_batches(datamodule, count: int) -> list:
-    datamodule.setup("test")
-    batches = []
-    for batch in datamodule.test_dataloader():
-        batches.append(batch)
-        if len(batches) >= count:
-            break
-    return batches
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
