@@ -12,15 +12,23 @@ import time
 from pathlib import Path
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")  # packaged; configs/demo.yaml links to it
+HOME_NOTE = """\
+Where things go: $ATTNLAB_HOME (default ~/.attnlab) holds the embedded MLflow store
+(mlflow.db + mlartifacts/) and each run's checkpoints (runs/<name>/checkpoints/last.ckpt).
+tracking.uri (or MLFLOW_TRACKING_URI) sends runs to any other MLflow server instead.
+Running the same run name again resumes it; a finished run is reported, not repeated."""
 
 
 def add_commands(subparsers) -> None:
-    train = subparsers.add_parser("train", help="train one run from a YAML config (resumes a run of the same name)")
+    train = subparsers.add_parser(
+        "train", help="train one run from a YAML config (resumes a run of the same name)",
+        epilog=HOME_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", required=True, help="YAML run config, e.g. configs/se_resnet_cpu.yaml")
     _add_overrides(train)
     train.set_defaults(func=run_train)
 
-    demo = subparsers.add_parser("demo", help="train a small SE-ResNet on Fashion-MNIST on CPU and register it")
+    demo = subparsers.add_parser("demo", help="train a small SE-ResNet on Fashion-MNIST on CPU and register it",
+                                 epilog=HOME_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_overrides(demo)
     demo.set_defaults(func=run_demo)
 
