@@ -134,6 +134,3 @@ class Health(BaseModel):
     tracking_uri: str
     mlflow_ui: str | None = Field(description="URL of the MLflow UI this service started, if any")
 
-
-class ErrorOut(BaseModel):
-    detail: str | list[dict[str, Any]]
