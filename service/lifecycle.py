@@ -12,6 +12,7 @@ import logging
 import threading
 
 from service.deps import Services
+from service.model_checker import CHECKER
 from service.mlflow_ui import MlflowUI
 from service.routes.health import redact
 from service.runners import make_runner
@@ -19,6 +20,7 @@ from service.settings import Settings
 from service.store import JobStore
 from service.supervisor import Supervisor
 from service.tracking import TrackingReader
+from training.config import ModelConfig
 
 log = logging.getLogger("attnlab.service")
 
@@ -66,10 +68,13 @@ def start_services(settings: Settings) -> Services:
 
 
 def _warm_up_validation() -> None:
-    """Import the block/backbone registries (and torch, CPU only) that config validation builds
-    networks from, so the first submission does not pay for it."""
-    import modules.backbones  # noqa: F401
-    import modules.blocks  # noqa: F401
+    """Start the model-checker process (it imports torch) now, so the first submission need not."""
+    from service.model_checker import model_problems
+
+    try:
+        model_problems(ModelConfig(family="none", backbone="resnet18_small").model_dump_json())
+    except Exception:  # it is started again on the first submission
+        log.exception("the model checker did not start")
 
 
 def _warm_up(tracking: TrackingReader, settings: Settings) -> None:
@@ -86,3 +91,4 @@ def stop_services(services: Services) -> None:
     if services.mlflow_ui is not None:
         services.mlflow_ui.stop()
     services.store.close()
+    CHECKER.close()

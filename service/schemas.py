@@ -5,31 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from functools import lru_cache
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.model_checker import model_problems
 from service.store import Job, JobKind, JobState
-from training.config import ModelConfig, TrainConfig, model_problems
+from training.config import TrainConfig
 from tuning.config import SearchConfig
 
 
-@lru_cache(maxsize=4096)
-def cached_model_problems(model_json: str) -> tuple[str, ...]:
-    """training.config.model_problems, memoised: it builds the network on the meta device (~50 ms),
-    and its answer depends on the model section alone. Keeps submit latency low under load."""
-    return tuple(model_problems(ModelConfig.model_validate_json(model_json)))
-
-
 def _check_model(config: TrainConfig) -> TrainConfig:
-    problems = cached_model_problems(config.model.model_dump_json())
+    problems = model_problems(config.model.model_dump_json())
     if problems:
         raise ValueError("\n".join(problems))
     return config
 
 
 class TrainJobConfig(TrainConfig):
-    """TrainConfig with its registry check memoised (same fields, same errors)."""
+    """TrainConfig whose registry check runs in the model-checker process, memoised (same fields,
+    same errors): the API process validates configs without importing torch."""
 
     model_config = ConfigDict(title="TrainConfig")
 
@@ -40,7 +33,7 @@ class TrainJobConfig(TrainConfig):
 
 
 class SearchJobConfig(SearchConfig):
-    """SearchConfig with the base config's registry check memoised."""
+    """SearchConfig with the same out-of-process, memoised registry check."""
 
     model_config = ConfigDict(title="SearchConfig")
 

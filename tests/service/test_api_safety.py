@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +131,14 @@ def test_cancel_of_a_queued_job_is_immediate_and_final(service):
     with sqlite3.connect(service.home / "jobs.db") as db:
         stored = db.execute("SELECT state, config FROM jobs WHERE id = ?", (job["id"],)).fetchone()
     assert stored[0] == "CANCELLED" and json.loads(stored[1])["name"] == "c"
+
+
+def test_the_api_process_validates_configs_without_loading_torch(service):
+    with service.client() as client:
+        assert client.post("/jobs", json={"config": tiny_train_config("light")}).status_code == 201
+        bad = client.post("/jobs", json={"config": {**tiny_train_config("heavy"),
+                                                    "model": {"family": "se", "backbone": "resnet18_small",
+                                                              "placement": "res9"}}})
+    assert bad.status_code == 422 and "model.placement" in bad.json()["message"]
+    mapped = Path(f"/proc/{service.process.pid}/maps").read_text()
+    assert "libtorch" not in mapped and "libc10" not in mapped
