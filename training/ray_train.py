@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from training.fit import FitResult
 
 
-def fit_on_ray(cfg: TrainConfig) -> FitResult:
+def fit_on_ray(cfg: TrainConfig, *, run_callbacks: list | None = None) -> FitResult:
+    """`run_callbacks`: Ray Train callbacks of the run (a Tune trial forwards the workers' reports with one)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -52,7 +53,7 @@ def fit_on_ray(cfg: TrainConfig) -> FitResult:
                            "attnlab_home": str(tracking.attnlab_home())},
         scaling_config=ScalingConfig(num_workers=cfg.cluster.num_workers, use_gpu=cfg.cluster.use_gpu,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=cfg.name, storage_path=storage),
+        run_config=RunConfig(name=cfg.name, storage_path=storage, callbacks=run_callbacks),
     )
     trainer.fit()  # raises ray.train.TrainingFailedError when a worker fails
     run = tracking.find_run(uri, cfg.tracking.experiment, cfg.name)
