@@ -38,6 +38,7 @@ from tuning.trainable import FAIL_ONCE_ENV, INFEASIBLE_TAG, PARENT_TAG, SEARCH_T
 STOPPED_EARLY_TAG = "attnlab.stopped_early"
 TRIAL_DIR_PREFIX = "trial-"
 UNBOUNDED_REPORTS = 2**20
+DRIVER_CPU = 0.01  # CPU reserved by a trial that drives a multi-worker Ray Train run
 REGISTERED_TAG = "attnlab.registered_version"  # "<version>@<alias>" on the parent run
 CHAMPION, CANDIDATE = "champion", "candidate"
 
@@ -144,8 +145,10 @@ def _trainable(cfg: SearchConfig, state: dict[str, Any]):
     from ray import tune
 
     resources = cfg.search.resources
-    if resources.workers > 1:  # the trial only drives a TorchTrainer whose workers hold the resources
-        trial_resources = {"cpu": 1}
+    if resources.workers > 1:
+        # The trial only drives a TorchTrainer whose workers ask for their own CPUs/GPUs (Train V2);
+        # Tune takes no empty request, so a sliver. max_concurrent_trials bounds the Train runs.
+        trial_resources = {"cpu": DRIVER_CPU}
     else:
         trial_resources = {"cpu": resources.cpu, "gpu": resources.gpu}
     return tune.with_resources(tune.with_parameters(run_trial, context=trial_context(cfg, state)),

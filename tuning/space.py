@@ -151,6 +151,10 @@ def parse_space(raw: Mapping[str, Any]) -> dict[str, Domain]:
     space: dict[str, Domain] = {}
     problems = []
     for path, raw_domain in raw.items():
+        if "." not in path and isinstance(raw_domain, Mapping) and not set(raw_domain) & set(Domain.model_fields):
+            problems.append(f"search.space.{path}: keys are dotted config paths, e.g. "
+                            f"`{path}.<field>: {{grid: [...]}}`, not nested sections")
+            continue
         try:
             domain = Domain.model_validate(raw_domain)
             if path == PLACEMENT_PATH and domain.finite:

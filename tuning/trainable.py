@@ -10,8 +10,9 @@ Each trial:
 4. calls `fit` with `TuneReportCallback`, which sends the Lightning metrics to Tune after every
    validation (or every N steps), so ASHA can stop a trial between epochs.
 
-Trials that need several workers (`resources.workers > 1`) run the same fit through Ray Train
-(`cluster.kind: ray`, training/ray_train.py); their metrics reach Tune once, when fit returns.
+Trials that need several workers (`resources.workers > 1`, e.g. several GPUs) run the same fit
+through Ray Train (`cluster.kind: ray`, training/ray_train.py: a TorchTrainer per trial, as Ray 2.60's
+Train V2 does Tune-over-Train); the workers' per-epoch reports are forwarded to Tune for ASHA.
 
 Test-only hook: with `ATTNLAB_FAIL_ONCE_MARKER=<path>` set when the search starts, the first trial
 attempt that finds no file at <path> creates it and raises, so a test can watch a retry happen.
@@ -114,9 +115,17 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
                      "mlflow_run_id": run_id})
         return
 
-    callback = TuneReportCallback(context["metric"], context["report_every_n_steps"], run_id)
-    result = fit(cfg, callbacks=[callback])
-    if context["workers"] > 1 or result.already_complete:  # no per-epoch reports came from workers
+    if context["workers"] > 1:
+        # fit's Ray Train path (what fit(cfg) runs for cluster.kind "ray"), with the callback that
+        # forwards each worker epoch report (RayTrainReportCallback) to this trial.
+        from ray.tune.integration.ray_train import TuneReportCallback as ForwardTrainReports
+
+        from training.ray_train import fit_on_ray
+
+        result = fit_on_ray(cfg, run_callbacks=[ForwardTrainReports()])
+    else:
+        result = fit(cfg, callbacks=[TuneReportCallback(context["metric"], context["report_every_n_steps"], run_id)])
+    if result.already_complete:  # finished before a restart: nothing was reported this time
         tune.report({**result.metrics, "mlflow_run_id": run_id})
 
 

@@ -63,6 +63,7 @@ def test_trial_config_applies_dotted_paths_and_drops_blocks_for_the_baseline():
     ({"model.block.squeeze": {"grid": ["avg", "median"]}}, "value 'median'"),
     ({"model.reduction": {"grid": [16, 128]}}, "128 does not divide the 64 channels of the se blocks"),
     ({"name": {"choice": ["x"]}}, "search.space.name: not searchable"),
+    ({"model": {"reduction": {"grid": [4]}}}, "search.space.model: keys are dotted config paths"),
 ])
 def test_bad_search_spaces_are_rejected_with_the_path_and_the_problem(space, message):
     with pytest.raises(ConfigError) as error:
