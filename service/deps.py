@@ -68,6 +68,7 @@ async def require_token(services: Annotated[Services, Depends(get_services)],
                             headers={"WWW-Authenticate": "Bearer"})
 
 
+ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 TrackingDep = Annotated[TrackingReader, Depends(get_tracking)]

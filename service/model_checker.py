@@ -52,11 +52,12 @@ class ModelChecker:
     def close(self) -> None:
         with self._lock:
             if self._process is not None and self._process.poll() is None:
-                self._process.stdin.close()
+                self._process.stdin.close()  # it exits at end of input; it may still be importing
                 try:
-                    self._process.wait(timeout=10)
+                    self._process.wait(timeout=1)
                 except subprocess.TimeoutExpired:
                     self._process.kill()
+                    self._process.wait()
             self._process = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from service.deps import Authorized, SettingsDep, StoreDep, SupervisorDep
+from service.deps import Authorized, ServicesDep
 from service.routes.jobs import SUBMIT_RESPONSES, submit_job
 from service.schemas import JobOut, SearchJobRequest
 from service.store import JobKind
@@ -14,8 +14,7 @@ router = APIRouter(prefix="/searches", tags=["searches"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_RESPONSES,
              dependencies=[Authorized], summary="Submit a search (a training config plus a search section)")
-async def submit_search(request: SearchJobRequest, response: Response, settings: SettingsDep, store: StoreDep,
-                        supervisor: SupervisorDep) -> JobOut:
+async def submit_search(request: SearchJobRequest, response: Response, services: ServicesDep) -> JobOut:
     # The search's MLflow parent run carries the search name, so the job is tracked by it.
     return await submit_job(JobKind.SEARCH, request.config.search_name, request.config, request.idempotency_key,
-                      response, settings, store, supervisor)
+                            response, services)
