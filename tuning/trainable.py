@@ -20,8 +20,10 @@ attempt that finds no file at <path> creates it and raises, so a test can watch 
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -33,6 +35,7 @@ SEARCH_TAG = "attnlab.search"
 TRIAL_TAG = "attnlab.trial_id"
 INFEASIBLE_TAG = "attnlab.infeasible"
 PARENT_TAG = "mlflow.parentRunId"
+LAST_REPORT_FILE = "tune-last-report.json"  # in the trial's run folder ($ATTNLAB_HOME/runs/<name>)
 
 
 class InjectedFailure(RuntimeError):
@@ -46,10 +49,12 @@ class TuneReportCallback(pl.Callback):
     overhead of a trial (start -> first step) can be read from its results (benchmarks/bench_tuning.py).
     """
 
-    def __init__(self, metric: str, every_n_steps: int | None = None, trial_run_id: str | None = None) -> None:
+    def __init__(self, metric: str, every_n_steps: int | None = None, trial_run_id: str | None = None,
+                 last_report: Path | None = None) -> None:
         self.metric = metric
         self.every_n_steps = every_n_steps
         self.extra: dict[str, Any] = {"mlflow_run_id": trial_run_id} if trial_run_id else {}
+        self.last_report = last_report  # kept for a trial restarted after its fit had finished
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx) -> None:
         self.extra.setdefault("timing/first_step_at", time.time())
@@ -61,7 +66,11 @@ class TuneReportCallback(pl.Callback):
                    if getattr(value, "numel", lambda: 1)() == 1}
         if self.metric not in metrics:  # nothing for the scheduler to act on yet
             return
-        tune.report({**metrics, "epoch": trainer.current_epoch, "step": trainer.global_step, **self.extra})
+        report = {**metrics, "epoch": trainer.current_epoch, "step": trainer.global_step, **self.extra}
+        if self.last_report is not None:
+            self.last_report.parent.mkdir(parents=True, exist_ok=True)
+            self.last_report.write_text(json.dumps(report))
+        tune.report(report)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.every_n_steps is None and not trainer.sanity_checking:
@@ -101,6 +110,7 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
             "kind": "ray", "num_workers": context["workers"], "use_gpu": context["gpus_per_trial"] > 0,
             "cpus_per_worker": context["cpus_per_trial"]})})
 
+    last_report = tracking.run_dir(name) / LAST_REPORT_FILE
     budget = BudgetSpec.model_validate(context["budget"])
     cost = cost_of(cfg, budget)
     run_id = child_run(context, name, trial_id, overrides)
@@ -124,9 +134,15 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
 
         result = fit_on_ray(cfg, run_callbacks=[ForwardTrainReports()])
     else:
-        result = fit(cfg, callbacks=[TuneReportCallback(context["metric"], context["report_every_n_steps"], run_id)])
-    if result.already_complete:  # finished before a restart: nothing was reported this time
-        tune.report({**result.metrics, "mlflow_run_id": run_id})
+        callback = TuneReportCallback(context["metric"], context["report_every_n_steps"], run_id, last_report)
+        result = fit(cfg, callbacks=[callback])
+    if result.already_complete:
+        # The fit had finished when the driver died, before Tune recorded it: nothing trained this time,
+        # so report again what the trial last reported (MLflow's names can differ, e.g. `_epoch`).
+        saved = json.loads(last_report.read_text()) if last_report.exists() else {}
+        report = {**result.metrics, **saved, "mlflow_run_id": run_id}
+        report.setdefault(context["metric"], worst_value(context["mode"]))
+        tune.report(report)
 
 
 def child_run(context: dict[str, Any], name: str, trial_id: str, overrides: dict[str, Any]) -> str:
