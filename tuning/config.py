@@ -164,7 +164,8 @@ def plan_search(cfg: SearchConfig) -> SearchPlan:
     return SearchPlan(space=space, points=points, pruned=pruned)
 
 
-def point_over_budget(cfg: SearchConfig, overrides: dict[str, Any], space: dict[str, Domain] | None = None) -> str | None:
+def point_over_budget(cfg: SearchConfig, overrides: dict[str, Any],
+                      space: dict[str, Domain] | None = None) -> str | None:
     """Why a configuration breaks the budget, or None. Points whose network is still sampled -> None."""
     budget = cfg.search.budget
     if all(getattr(budget, f) is None for f in ("max_params", "max_gflops", "max_nonlocal_activation_mb")):

@@ -266,7 +266,7 @@ def _trial_row(cfg: SearchConfig, result, children: dict[str, Any], trial_id: st
 
     search = cfg.search
     overrides = trial_overrides(result.config or {})
-    trial = trial_config(cfg.base_raw(), {k: v for k, v in overrides.items()})
+    trial = trial_config(cfg.base_raw(), overrides)
     metrics = result.metrics or {}
     name = f"{cfg.search_name}-{metrics.get('trial_id') or trial_id}"
     run = children.get(name)
@@ -281,11 +281,11 @@ def _trial_row(cfg: SearchConfig, result, children: dict[str, Any], trial_id: st
         # ASHA's stop either kills the trial process (run left RUNNING) or interrupts fit (FAILED).
         client.set_tag(run.info.run_id, STOPPED_EARLY_TAG, str(stopped_early).lower())
         client.set_terminated(run.info.run_id, "KILLED" if stopped_early else "FAILED")
-    row = {search.rows: _lookup(overrides, trial, search.rows), search.columns: _lookup(overrides, trial, search.columns),
-           search.metric: value, "value": value, "trial_name": name, "run_id": run.info.run_id if run else None,
-           "stopped_early": stopped_early, "over_budget": infeasible, "error": str(result.error) if result.error else None,
-           "finished": complete, "config": overrides}
-    return row
+    return {search.rows: _lookup(overrides, trial, search.rows),
+            search.columns: _lookup(overrides, trial, search.columns),
+            search.metric: value, "value": value, "trial_name": name, "run_id": run.info.run_id if run else None,
+            "stopped_early": stopped_early, "over_budget": infeasible, "finished": complete,
+            "error": str(result.error) if result.error else None, "config": overrides}
 
 
 def _lookup(overrides: dict[str, Any], trial, path: str) -> Any:

@@ -41,8 +41,10 @@ def test_grid_algorithm_puts_budget_filtered_points_in_one_grid_search():
     param_space = to_tune_space(space, [{"model.reduction": 8}], "grid")
     assert param_space[GRID_POINT_KEY] == {"grid_search": [{"model.reduction": 8}]}
     assert "optim.lr" in param_space and "model.reduction" not in param_space
-    sampled = to_tune_space(space, [{"model.reduction": 8}], "optuna")
-    assert GRID_POINT_KEY not in sampled and sorted(sampled) == ["model.reduction", "optim.lr"]
+    for algorithm in ("random", "optuna"):  # grid values are drawn like choices
+        sampled = to_tune_space(space, [{"model.reduction": 8}], algorithm)
+        assert GRID_POINT_KEY not in sampled and sorted(sampled) == ["model.reduction", "optim.lr"]
+        assert sorted(sampled["model.reduction"].categories) == [4, 8]
 
 
 def test_trial_config_applies_dotted_paths_and_drops_blocks_for_the_baseline():
