@@ -58,10 +58,12 @@ def start_service(home: Path, port: int) -> subprocess.Popen:
         if process.poll() is not None:
             raise SystemExit(f"serve exited:\n{(home / 'serve.out').read_text()[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+            # Steady state is measured: wait until the model checker and tracking store are warm.
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json().get("warmed_up"):
                 return process
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise SystemExit("serve did not start in 120 s")
 
 

@@ -8,7 +8,8 @@ dependencies in its thread pool, and five thread hops per request dominated subm
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -32,6 +33,9 @@ class Services:
     token: str
     mlflow_ui: MlflowUI | None = None
     mlflow_ui_url: str | None = None  # set once the UI answers
+    # Set once the model checker and the tracking store are warm: requests before it are served,
+    # just slower (the first submission may wait for the checker to import torch).
+    warmed_up: threading.Event = field(default_factory=threading.Event)
 
 
 async def get_services(request: Request) -> Services:

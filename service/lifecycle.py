@@ -56,13 +56,12 @@ def start_services(settings: Settings) -> Services:
         if ui is None:
             _warm_up(tracking, settings)
             tracking_ready.set()
-            gc.freeze()
-            return
         gc.freeze()
-        if ui.wait_ready():
+        services.warmed_up.set()
+        if ui is not None and ui.wait_ready():
             services.mlflow_ui_url = ui.url
             say(f"MLflow UI: {ui.url}")
-        else:
+        elif ui is not None:
             say(f"MLflow UI did not start; see {ui.log_path}")
 
     # Objects from imports and warm-up never die: frozen, full collections need not scan them again

@@ -120,6 +120,7 @@ class AliasRequest(_Request):
 
 class Health(BaseModel):
     status: str
+    warmed_up: bool = Field(description="validation and tracking store are warm (first requests are slower)")
     queued: int
     running: int
     slots: int

@@ -25,6 +25,6 @@ async def health(services: Annotated[Services, Depends(get_services)]) -> Health
     store = services.store
     queued, running = await asyncio.gather(asyncio.to_thread(store.count, JobState.QUEUED),
                                            asyncio.to_thread(store.count, JobState.RUNNING))
-    return Health(status="ok", queued=queued, running=running, slots=services.settings.slots,
+    return Health(status="ok", warmed_up=services.warmed_up.is_set(), queued=queued, running=running, slots=services.settings.slots,
                   runner=services.supervisor.runner_name, tracking_uri=redact(services.settings.tracking_uri),
                   mlflow_ui=services.mlflow_ui_url)
