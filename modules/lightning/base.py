@@ -39,7 +39,8 @@ class AttentionClassifier(pl.LightningModule):
         if channels_last:
             self.memory_format = torch.channels_last_3d if self.input_dims == 5 else torch.channels_last
             self.net.to(memory_format=self.memory_format)
-        self._forward = torch.compile(self.net) if compile else self.net
+        # A function, not a Module attribute: the net must not appear twice in the state dict.
+        self._forward = torch.compile(self.net.forward) if compile else self.net.forward
 
         # average="micro": the share of correct samples (torchmetrics' default is the class mean).
         metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
