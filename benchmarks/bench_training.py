@@ -18,7 +18,6 @@ Usage: python benchmarks/bench_training.py [--rounds 8] [--steps 1]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 

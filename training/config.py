@@ -34,7 +34,8 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     family: Literal["nonlocal", "se", "selfattn", "none"]
     backbone: str
-    # Preset name (modules.placement.PRESETS) or {stage: [0-based block indices] | "all"}.
+    # Preset name (modules.placement.PRESETS) or {stage: [0-based block indices] | "all"};
+    # None = the family's default preset (nonlocal nl-5, se se-all, selfattn sa-stage4).
     placement: str | dict[str, list[int] | Literal["all"]] | None = None
     # One name everywhere: SE's r, Non-local's bottleneck C -> C/r. None = the family's default.
     reduction: int | None = Field(default=None, ge=1)

@@ -56,8 +56,7 @@ class SqueezeExciteModule(AttentionClassifier):
         means = self.excitations(batches)
         if not means:
             return {}
-        counts_present = [i for i in range(self.hparams.num_classes)]
-        classes = counts_present[: self.max_classes]
+        classes = list(range(min(self.hparams.num_classes, self.max_classes)))
         names = spread(list(means), self.max_blocks)
         figure, axes = new_figure(1, len(names), cell=3.2)
         for axis, name in zip(axes[0], names):
