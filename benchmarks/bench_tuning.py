@@ -4,7 +4,8 @@
 
 One grid of 8 SE placements × reductions on `c2d_resnet_tiny` and tiny synthetic motion clips, run
 twice in one process, each trial on one torch thread:
-  * sequential: the 8 trial configs through `training.fit`, one after another (imports warmed first);
+  * sequential: the 8 trial configs through `training.fit`, one after another (imports warmed first;
+    4 before the search and 4 after it, so drifting load on a shared machine hits both sides);
   * concurrent: the same 8 as a Ray Tune search (`tuning.search.run_search`, FIFO scheduler, 2 trials
     at a time on a local 2-CPU Ray instance).
 Trial overhead = the moment the trial could start -> its first training step (`timing/first_step_at`,
@@ -49,13 +50,14 @@ def search_config(videos: Path, epochs: int, concurrent: int, trials: int):
     })
 
 
-def run_sequential(cfg) -> float:
+def run_sequential(cfg, indices: range) -> float:
     from training.fit import fit
     from tuning.config import plan_search, trial_config
 
     points = plan_search(cfg).points
     started = time.monotonic()
-    for index, point in enumerate(points):
+    for index in indices:
+        point = points[index]
         trial = trial_config(cfg.base_raw(), point)
         trial = trial.model_copy(update={"name": f"sequential-{index}", "tracking": trial.tracking.model_copy(
             update={"log_model": False, "register_as": None})})
@@ -113,8 +115,12 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="bench-tuning-"))
-    os.environ["ATTNLAB_HOME"] = str(home)
+    with tempfile.TemporaryDirectory(prefix="bench-tuning-") as home:
+        os.environ["ATTNLAB_HOME"] = home
+        return run(args, Path(home))
+
+
+def run(args, home: Path) -> int:
     import torch
 
     torch.set_num_threads(1)
@@ -129,7 +135,10 @@ def main() -> int:
     from training import tracking
 
     tracking.experiment_id(tracking.tracking_uri(), "bench")
-    sequential = run_sequential(cfg)
+    # Half the sequential fits before the search and half after, so a change in the load of the
+    # shared machine during the run weighs on both sides alike.
+    half = args.trials // 2
+    sequential = run_sequential(cfg, range(half))
 
     import ray
 
@@ -138,6 +147,7 @@ def main() -> int:
         concurrent, whole, overheads, after_start = run_concurrent(cfg, args.concurrent)
     finally:
         ray.shutdown()
+    sequential += run_sequential(cfg, range(half, args.trials))
 
     mean_overhead = statistics.mean(overheads) if overheads else float("nan")
     ratio = concurrent / sequential
