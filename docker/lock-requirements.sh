@@ -21,7 +21,7 @@ import json, re, sys
 
 skip = re.compile(r"^(attnlab|torch|torchvision|triton|nvidia-.*|cuda-.*)$")
 markers = {"decord": "platform_machine == 'x86_64'"}  # decord ships x86_64 wheels only
-pins = sorted((item["metadata"]["name"].lower(), item["metadata"]["version"])
+pins = sorted((re.sub(r"[-_.]+", "-", item["metadata"]["name"]).lower(), item["metadata"]["version"])  # PEP 503 names
               for item in json.load(open(sys.argv[1]))["install"])
 for name, version in pins:
     if not skip.match(name):

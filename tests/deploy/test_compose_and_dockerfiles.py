@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from service.settings import Settings
 
@@ -318,13 +319,13 @@ def test_lock_pins_every_dependency_within_pyproject_ranges():
         if line.strip() and not line.startswith("#"):
             requirement = Requirement(line)
             assert len(requirement.specifier) == 1 and next(iter(requirement.specifier)).operator == "==", line
-            locked[requirement.name.lower()] = next(iter(requirement.specifier)).version
+            locked[canonicalize_name(requirement.name)] = next(iter(requirement.specifier)).version
     for item in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
         requirement = Requirement(item)
         if requirement.name in ("torch", "torchvision"):
             continue  # installed per image (CPU or CUDA build)
-        assert requirement.name.lower() in locked, f"{requirement.name} missing from docker/requirements.lock"
-        assert requirement.specifier.contains(locked[requirement.name.lower()]), f"{requirement} vs lock"
+        assert canonicalize_name(requirement.name) in locked, f"{requirement.name} missing from docker/requirements.lock"
+        assert requirement.specifier.contains(locked[canonicalize_name(requirement.name)]), f"{requirement} vs lock"
     mlflow_server = re.search(r"mlflow\[auth\]==([\d.]+)", (DOCKER / "Dockerfile.mlflow").read_text())[1]
     assert mlflow_server == locked["mlflow"], "the MLflow server and its clients must run the same version"
 
