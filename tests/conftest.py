@@ -15,5 +15,8 @@ def attnlab_home(tmp_path, monkeypatch):
     home = tmp_path / "attnlab-home"
     home.mkdir()
     monkeypatch.setenv("ATTNLAB_HOME", str(home))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # setenv first so teardown restores the original state even if the test (or mlflow.set_tracking_uri,
+    # which exports the variable) sets it again.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     return home

@@ -46,11 +46,12 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitResult:
 
     `callbacks`: extra Lightning callbacks of a local run (the Ray Tune trainable reports through one).
     """
-    if cfg.cluster.kind == "ray":
-        from training.ray_train import fit_on_ray
+    with tracking.isolated_tracking_state():
+        if cfg.cluster.kind == "ray":
+            from training.ray_train import fit_on_ray
 
-        return fit_on_ray(cfg)
-    return run_training(cfg, callbacks=callbacks)
+            return fit_on_ray(cfg)
+        return run_training(cfg, callbacks=callbacks)
 
 
 def completed_result(cfg: TrainConfig) -> FitResult | None:

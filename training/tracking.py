@@ -9,6 +9,7 @@ A training run is found again by its stable name through the tag `attnlab.run_na
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,36 @@ def make_logger(uri: str, experiment: str, run_name: str, run_id: str | None):
     )
 
 
+@contextmanager
+def isolated_tracking_state():
+    """Undo, on exit, what MLflow's fluent API and Lightning's MLFlowLogger leave in this process.
+
+    mlflow.set_tracking_uri (called by MLFlowLogger too) also exports MLFLOW_TRACKING_URI (mlflow 3.x).
+    Left behind, it would send every later run of a long-lived process (a search driver, a test
+    session) to this store, since tracking_uri() honours that variable.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    exported, previous = os.environ.get("MLFLOW_TRACKING_URI"), utils._tracking_uri
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)  # None also drops the exported variable
+        if exported is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
+
+
+@contextmanager
+def _fluent_tracking_uri(uri: str):
+    """Point MLflow's fluent API at `uri` for one block only."""
+    import mlflow
+
+    with isolated_tracking_state():
+        mlflow.set_tracking_uri(uri)
+        yield
+
+
 def log_pytorch_model(uri: str, run_id: str, net, example, register_as: str | None,
                       alias: str | None) -> str | None:
     """Log `net` (eval mode, CPU) with signature and a batch-2 example; register it if asked.
@@ -119,9 +150,8 @@ def log_pytorch_model(uri: str, run_id: str, net, example, register_as: str | No
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
     arguments = dict(name="model", signature=signature, input_example=example.numpy(),
                      pip_requirements=requirements)
-    mlflow.set_tracking_uri(uri)
     # nested: a caller (e.g. a tuning driver) may have its own run active in this process.
-    with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+    with _fluent_tracking_uri(uri), mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
         try:
             info = mlflow.pytorch.log_model(net, **arguments)
         except Exception as error:  # torch.export refuses some graphs: keep a loadable model
@@ -129,7 +159,8 @@ def log_pytorch_model(uri: str, run_id: str, net, example, register_as: str | No
             info = mlflow.pytorch.log_model(net, serialization_format="pickle", **arguments)
     if not register_as:
         return None
-    version = mlflow.register_model(info.model_uri, register_as).version
+    with _fluent_tracking_uri(uri):
+        version = mlflow.register_model(info.model_uri, register_as).version
     if alias:
         client(uri).set_registered_model_alias(register_as, alias, version)
     return str(version)

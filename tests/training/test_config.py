@@ -93,3 +93,23 @@ def test_cli_rejects_a_bad_config_before_any_work(tmp_path, attnlab_home, capsys
     assert main(["train", "--config", str(path)]) == 2
     assert "model.famly: unknown field" in capsys.readouterr().err
     assert not (attnlab_home / "mlflow.db").exists() and not (attnlab_home / "runs").exists()
+
+
+def test_tracking_state_is_restored_after_mlflow_exports_its_uri(monkeypatch):
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; fit must not leave one run's store behind."""
+    import os
+
+    import mlflow
+
+    from training import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with tracking.isolated_tracking_state():
+        mlflow.set_tracking_uri("sqlite:////tmp/elsewhere.db")
+        assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////tmp/elsewhere.db"
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking.tracking_uri() == tracking.default_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    with tracking.isolated_tracking_state():
+        mlflow.set_tracking_uri("sqlite:////tmp/elsewhere.db")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
