@@ -194,22 +194,31 @@ def _stage_depths(backbone: str) -> dict[str, int]:
 # ---- loading ------------------------------------------------------------------------------------
 
 
+def read_raw_config(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """The YAML mapping in `path` with `a.b=value` overrides applied (values YAML-parsed), not yet validated."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for override in overrides or []:
+        apply_override(raw, override)
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> TrainConfig:
     """Read YAML (or start from `base`), apply `a.b=value` overrides (values YAML-parsed), validate."""
-    raw: dict = dict(base or {})
     if path is not None:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-    for override in overrides or []:
-        apply_override(raw, override)
+        raw = read_raw_config(path, overrides)
+    else:
+        raw = dict(base or {})
+        for override in overrides or []:
+            apply_override(raw, override)
     return validate_config(raw, source=str(path) if path else None)
 
 

@@ -26,7 +26,6 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from training.config import ConfigError, TrainConfig, format_errors
@@ -104,19 +103,9 @@ class SearchPlan(BaseModel):
 
 
 def load_search_config(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:
-    from training.config import apply_override
+    from training.config import read_raw_config
 
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    for override in overrides or []:
-        apply_override(raw, override)
+    raw = read_raw_config(path, overrides)
     return validate_search_config(raw, source=str(path))
 
 
