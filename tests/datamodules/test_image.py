@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from datamodules import ImageDataConfig, build_datamodule
-from datamodules.config import FASHION_MNIST_DIR
 from datamodules.idx import read_idx
 from datamodules.synthetic import write_cifar10_batches, write_idx_dataset
 
@@ -86,7 +85,6 @@ def test_empty_class_folder_is_named(tmp_path):
         build_datamodule(ImageDataConfig(dataset="folder", root=str(root))).setup()
 
 
-@pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Debian's dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_from_the_debian_package():
     dm = build_datamodule(ImageDataConfig(limit_train=64, batch_size=32))
     dm.setup("fit")

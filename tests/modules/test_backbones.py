@@ -205,7 +205,6 @@ def test_selfattn_is_2d_only():
         build_backbone("c2d_resnet_tiny", num_classes=2, block="selfattn", placement="sa-stage4")
 
 
-@pytest.mark.skipif("selfattn" not in BLOCKS, reason="the selfattn block kind is not registered yet")
 @pytest.mark.parametrize(("name", "replaced", "pooled"), [("resnet18_small", 3, 0), ("resnet50_small", 6, 1)])
 def test_selfattn_replaces_the_width_keeping_3x3_convs_of_the_stage(name, replaced, pooled):
     """ResNet-18 res4: conv2 of the transition block and both convs of the next; ResNet-50 res4: every

@@ -10,7 +10,8 @@ from training.tracking import RUN_NAME_TAG, client, default_tracking_uri, experi
 
 @pytest.mark.slow
 def test_ray_train_with_two_cpu_workers_logs_to_mlflow(idx_root, tmp_path, configs, attnlab_home):
-    ray = pytest.importorskip("ray")
+    import ray
+
     config = configs.image("ray-run", idx_root, "se", backbone="resnet18_small", placement="se-stage4")
     config["trainer"]["max_epochs"] = 2
     config["tracking"].update(log_model=False)
