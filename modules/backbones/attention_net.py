@@ -64,6 +64,7 @@ class AttentionNet(nn.Module):
     backbones it exposes ``dim`` (2), ``stage_depths`` and ``placement`` (empty: it has no residual
     stages to place blocks in — every layer already is a self-attention layer) and ``block_kind``
     ("selfattn"; its ``SelfAttention2d`` layers are found by isinstance like inserted blocks).
+    Defaults are the paper's size; ``attention_kw`` go to every ``SelfAttention2d`` (window, ...).
     """
 
     def __init__(
@@ -106,31 +107,6 @@ class AttentionNet(nn.Module):
         return self.classifier(tokens.mean(dim=1))  # (B, N, hidden) -> (B, hidden) -> (B, num_classes)
 
 
-def build_attention_net(
-    num_classes: int,
-    in_channels: int = 3,
-    encoding: str = "quadratic",
-    layers: int = 6,
-    heads: int = 9,
-    hidden: int = 400,
-    ffn: int = 512,
-    dropout: float = 0.1,
-    **attention_kw,
-) -> AttentionNet:
-    """The paper's network; ``attention_kw`` go to every ``SelfAttention2d`` (window, position_dim, ...)."""
-    return AttentionNet(
-        num_classes,
-        in_channels,
-        encoding=encoding,
-        layers=layers,
-        heads=heads,
-        hidden=hidden,
-        ffn=ffn,
-        dropout=dropout,
-        **attention_kw,
-    )
-
-
 def attention_net(num_classes: int, in_channels: int = 3, block=None, placement=None, **block_kw) -> AttentionNet:
     """Backbone builder: paper size (6 layers, 9 heads, hidden 400, FFN 512). ``block_kw`` override sizes or
     set attention options (``encoding``, ``window``, ``reduction`` → head_dim = hidden // reduction, ...)."""
@@ -150,4 +126,4 @@ def _build(size: dict, num_classes: int, in_channels: int, block, placement, blo
             f"attention_net has no residual stages to place blocks in (stage_depths is empty): placement must be None, "
             f"got {placement!r}"
         )
-    return build_attention_net(num_classes, in_channels, **{**size, **block_kw})
+    return AttentionNet(num_classes, in_channels, **{**size, **block_kw})

@@ -19,6 +19,7 @@ attention layers (Cordonnier et al. arXiv:1911.03584 §4 replace the convolution
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 
 from torch import Tensor, nn
@@ -67,8 +68,9 @@ class ResidualBlock(nn.Module):
         for slot in SLOTS:
             setattr(self, slot, None)
 
+    @abstractmethod
     def residual(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The residual branch F(x); BasicBlock and Bottleneck define it."""
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
