@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from datamodules.config import FASHION_MNIST_DIR, ImageDataConfig
 from datamodules.idx import load_cifar10, load_idx_split
-from datamodules.loaders import make_loader, seeded_subset
+from datamodules.loaders import SplitLoaders, make_loader, seeded_subset
 from datamodules.transforms import NATIVE_SIZE, image_transform
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -42,7 +42,7 @@ class ArrayImageDataset(Dataset):
         return self.transform(self.images[index]), int(self.labels[index])
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(SplitLoaders, pl.LightningDataModule):
     def __init__(self, cfg: ImageDataConfig, seed: int = 0):
         super().__init__()
         self.cfg, self.seed = cfg, seed
@@ -139,15 +139,6 @@ class ImageDataModule(pl.LightningDataModule):
         fallback = {"val": "test", "test": "val"}.get(split)  # folder trees may lack root/val or root/test
         dataset = self.datasets[split] if split in self.datasets else self.datasets.get(fallback, [])
         return make_loader(seeded_subset(dataset, limit, self.seed), self.cfg, seed=self.seed, shuffle=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.cfg.limit_train, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.cfg.limit_val, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.cfg.limit_test, shuffle=False)
 
     def data_quality(self) -> dict[str, float]:
         return {}

@@ -32,6 +32,20 @@ def seeded_subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     return Subset(dataset, sorted(order[:limit].tolist()))
 
 
+class SplitLoaders:
+    """train/val/test_dataloader of a DataModule that defines `_loader(split, limit, shuffle)` and whose
+    `cfg` has `limit_train`, `limit_val`, `limit_test` (seeded subsets for quick runs)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.cfg.limit_train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.cfg.limit_val, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.cfg.limit_test, shuffle=False)
+
+
 class SkippingDataLoader(DataLoader):
     """Leaves out batches that collate to None (every item failed to load), so steps never see None."""
 

@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from datamodules.config import VideoDataConfig
-from datamodules.loaders import SkippingDataLoader, make_loader, seeded_subset
+from datamodules.loaders import SkippingDataLoader, SplitLoaders, make_loader, seeded_subset
 from datamodules.manifest import SPLITS, VideoEntry, folder_splits, manifest_splits
 from datamodules.sampling import clip_span
 from datamodules.transforms import VideoEvalTransform, VideoTrainTransform
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 BAD_REASONS = ("missing", "empty", "unreadable", "decode_error")
 
 
-class VideoDataModule(pl.LightningDataModule):
+class VideoDataModule(SplitLoaders, pl.LightningDataModule):
     def __init__(self, cfg: VideoDataConfig, seed: int = 0):
         super().__init__()
         self.cfg, self.seed = cfg, seed
@@ -135,15 +135,6 @@ class VideoDataModule(pl.LightningDataModule):
         dataset = seeded_subset(self.datasets[split], limit, self.seed)
         return make_loader(dataset, self.cfg, seed=self.seed, shuffle=shuffle, collate_fn=collate_skip_none,
                            loader_class=SkippingDataLoader)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.cfg.limit_train, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.cfg.limit_val, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.cfg.limit_test, shuffle=False)
 
     def bad_files(self) -> dict[str, dict]:
         """{path: {"reason", "detail"}} of every bad file found so far (probe and load time)."""
