@@ -18,13 +18,7 @@ PINNED_PARAMETERS = {
     ("attention_net_tiny", "learned"): 19_882,
     ("attention_net_tiny", "learned_content"): 24_106,
 }
-@pytest.fixture(autouse=True)
-def single_thread():
-    # These nets are tiny: on a busy 2-core machine, a second intra-op thread makes each step ~20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/modules/conftest.py
 
 
 BUILDERS = {"attention_net": (attention_net, PAPER_SIZE), "attention_net_tiny": (attention_net_tiny, TINY_SIZE)}

@@ -9,13 +9,7 @@ from torch import nn
 from modules.blocks.self_attention import FROM_CONV_SHARPNESS, from_conv
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Small maps: on a busy 2-core machine a second intra-op thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/modules/conftest.py
 
 
 TOLERANCE = 1e-4  # max abs difference on interior pixels, with the default α = FROM_CONV_SHARPNESS (40)

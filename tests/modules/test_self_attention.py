@@ -7,13 +7,7 @@ from modules.blocks import make_block
 from modules.blocks.self_attention import ENCODINGS, SelfAttention2d
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Small maps: on a busy 2-core machine a second intra-op thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/modules/conftest.py
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
