@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.model_checker import model_problems
 from service.store import Job, JobKind, JobState
@@ -13,11 +13,8 @@ from training.config import TrainConfig
 from tuning.config import SearchConfig
 
 
-def _check_model(config: TrainConfig) -> TrainConfig:
-    problems = model_problems(config.model.model_dump_json())
-    if problems:
-        raise ValueError("\n".join(problems))
-    return config
+def _problems_out_of_process(model) -> tuple[str, ...]:
+    return model_problems(model.model_dump_json())
 
 
 class TrainJobConfig(TrainConfig):
@@ -26,10 +23,9 @@ class TrainJobConfig(TrainConfig):
 
     model_config = ConfigDict(title="TrainConfig")
 
-    # Same name as TrainConfig's validator, so it replaces that one instead of running beside it.
-    @model_validator(mode="after")
-    def _check_model_against_registries(self) -> TrainJobConfig:
-        return _check_model(self)
+    @classmethod
+    def registry_problems(cls, model) -> tuple[str, ...]:
+        return _problems_out_of_process(model)
 
 
 class SearchJobConfig(SearchConfig):
@@ -37,9 +33,9 @@ class SearchJobConfig(SearchConfig):
 
     model_config = ConfigDict(title="SearchConfig")
 
-    @model_validator(mode="after")
-    def _check_model_against_registries(self) -> SearchJobConfig:
-        return _check_model(self)
+    @classmethod
+    def registry_problems(cls, model) -> tuple[str, ...]:
+        return _problems_out_of_process(model)
 
 IdempotencyKey = Field(None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
                        description="Resubmitting with the same key returns the job it created (200)")

@@ -112,10 +112,16 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _check_model_against_registries(self) -> "TrainConfig":
-        problems = model_problems(self.model)
+        problems = self.registry_problems(self.model)
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @classmethod
+    def registry_problems(cls, model: ModelConfig) -> list[str] | tuple[str, ...]:
+        """Where the cross-field registry check runs (it builds the net, so it imports torch). Subclasses
+        may run it elsewhere: the service asks a helper process, keeping torch out of the API process."""
+        return model_problems(model)
 
 
 def model_problems(model: ModelConfig) -> list[str]:
