@@ -6,6 +6,10 @@ Each section compares an attnlab block with a reference that computes the same f
 prints a table of ratios, and checks them against the bars below; the script exits 1 when a bar fails.
 To add a section: write ``def my_section() -> Section`` and list it in SECTIONS.
 
+The Non-local section times our block as built (its default kernel: chunked oneDNN attention on CPU float32,
+see modules/blocks/chunked_attention.py), the same block forced onto F.scaled_dot_product_attention ("SDPA",
+printed for comparison, no bar), and the materialising reference.
+
 Method, on CPU (no GPU on these machines):
   * time: median of REPS steps after one warm-up, ours and the reference interleaved step by step, so
     load from other processes on the shared cores hits both alike; 2 intra-op threads. The bar is on
@@ -74,14 +78,19 @@ NONLOCAL_SIZES = [(8, 14, 14), (16, 14, 14), (32, 14, 14)]  # N = 1568, 3136, 62
 NONLOCAL_BARS = {"time": 0.8, "memory": 0.4}  # ours / reference at the largest N
 
 
-def nonlocal_pair(frames, height, width, seed=0):
-    """(ours, reference, input): the same weights, BN γ = 1 so that gradients reach every layer."""
+def nonlocal_blocks(frames, height, width, seed=0):
+    """{ours, sdpa, reference} and the input: the same weights, BN γ = 1 so that gradients reach every layer.
+
+    ``ours`` is the block as built (attention_kernel "auto": the chunked kernel on CPU float32); ``sdpa``
+    is the same block forced onto F.scaled_dot_product_attention, printed for comparison.
+    """
     torch.manual_seed(seed)
     ours = NonLocalBlock(NONLOCAL_CHANNELS, dim=3)
     nn.init.ones_(ours.norm.weight)
-    reference = MaterialisedNonLocal(ours)
-    x = torch.randn(NONLOCAL_BATCH, NONLOCAL_CHANNELS, frames, height, width)
-    return ours.train(), reference.train(), x
+    sdpa = copy.deepcopy(ours)
+    sdpa.attention_kernel = "sdpa"
+    blocks = {"ours": ours.train(), "sdpa": sdpa.train(), "reference": MaterialisedNonLocal(ours).train()}
+    return blocks, torch.randn(NONLOCAL_BATCH, NONLOCAL_CHANNELS, frames, height, width)
 
 
 def training_step(block, x):
@@ -97,9 +106,9 @@ def _proc_status_kib(key):
 def measure_memory_here(implementation, frames, height, width):
     """Run inside a fresh subprocess: peak RSS growth (bytes) of one training step."""
     torch.set_num_threads(THREADS)
-    ours, reference, x = nonlocal_pair(frames, height, width)
-    block = {"ours": ours, "reference": reference}[implementation]
-    del ours, reference
+    blocks, x = nonlocal_blocks(frames, height, width)
+    block = blocks.pop(implementation)
+    del blocks
     training_step(block, x)
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # reset VmHWM to the current RSS
@@ -132,22 +141,25 @@ def nonlocal_section():
     section = Section(
         title=f"Non-local (embedded Gaussian) vs materialised N×N affinity: B={NONLOCAL_BATCH}, "
               f"C={NONLOCAL_CHANNELS}, 3D, training step, {THREADS} threads",
-        header=["N", "T×H×W", "ours ms", "ref ms", "time ratio", "CPU-time ratio", "ours MiB", "ref MiB",
-                "memory ratio"],
+        header=["N", "T×H×W", "ours ms", "SDPA ms", "ref ms", "time ratio", "CPU-time ratio", "SDPA ratio",
+                "ours MiB", "SDPA MiB", "ref MiB", "memory ratio"],
     )
     for size in NONLOCAL_SIZES:
-        ours, reference, x = nonlocal_pair(*size)
+        blocks, x = nonlocal_blocks(*size)
         with torch.no_grad():
-            torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-4)
-        (ours_time, ours_cpu), (reference_time, reference_cpu) = measure_times([ours, reference], x)
-        del ours, reference, x
-        ours_memory, reference_memory = measure_memory("ours", size), measure_memory("reference", size)
-        ratios = {"time": ours_time / reference_time, "memory": ours_memory / reference_memory}
+            for name in ("ours", "sdpa"):
+                torch.testing.assert_close(blocks[name](x), blocks["reference"](x), rtol=1e-4, atol=1e-4)
+        times = dict(zip(blocks, measure_times(list(blocks.values()), x)))  # name -> (wall, CPU) seconds
+        del blocks, x
+        memory = {name: measure_memory(name, size) for name in ("ours", "sdpa", "reference")}
+        (ours_time, ours_cpu), (sdpa_time, _), (reference_time, reference_cpu) = (
+            times[name] for name in ("ours", "sdpa", "reference"))
+        ratios = {"time": ours_time / reference_time, "memory": memory["ours"] / memory["reference"]}
         section.rows.append([
             str(size[0] * size[1] * size[2]), "x".join(map(str, size)),
-            f"{ours_time * 1e3:.0f}", f"{reference_time * 1e3:.0f}", f"{ratios['time']:.2f}",
-            f"{ours_cpu / reference_cpu:.2f}",
-            f"{ours_memory / MIB:.0f}", f"{reference_memory / MIB:.0f}", f"{ratios['memory']:.2f}",
+            f"{ours_time * 1e3:.0f}", f"{sdpa_time * 1e3:.0f}", f"{reference_time * 1e3:.0f}",
+            f"{ratios['time']:.2f}", f"{ours_cpu / reference_cpu:.2f}", f"{sdpa_time / reference_time:.2f}",
+            *(f"{memory[name] / MIB:.0f}" for name in ("ours", "sdpa", "reference")), f"{ratios['memory']:.2f}",
         ])
     positions = NONLOCAL_SIZES[-1][0] * NONLOCAL_SIZES[-1][1] * NONLOCAL_SIZES[-1][2]
     for name, bar in NONLOCAL_BARS.items():  # the bars hold at the largest N, where the N×N term dominates

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.blocks.chunked_attention import chunked_softmax_attention
+
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_TYPES = tuple(_CONV.values())
 _CONV_FUNCTION = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -21,12 +23,17 @@ _BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 # In 3D only space is pooled: the reference code keeps every frame (kernel and stride (1, 2, 2)).
 _MAX_POOL = {1: lambda: nn.MaxPool1d(2), 2: lambda: nn.MaxPool2d(2), 3: lambda: nn.MaxPool3d((1, 2, 2))}
 SUB_SAMPLE_POSITIONS = ("before", "after")
+# How the softmax modes compute softmax(θᵀφ) g; none forms the N×N' affinity. "auto" = chunked on CPU float32.
+ATTENTION_KERNELS = ("auto", "sdpa", "chunked")
 
 
 # Every aggregation takes the sequence layout of _to_sequence — query (S, 1, n, Cq), key (S, 1, m, Cq),
 # value (S, 1, m, C') with S = B·groups — and returns y of shape (S, 1, n, C').
 def _softmax_aggregate(block, query, key, value):
-    """Embedded Gaussian / Gaussian (eqs. 2-3): softmax(θᵀφ) g through SDPA, never forming n×m."""
+    """Embedded Gaussian / Gaussian (eqs. 2-3): softmax(θᵀφ) g, never forming n×m (kernel: ATTENTION_KERNELS)."""
+    if block.attention_kernel == "chunked" or (block.attention_kernel == "auto" and _chunked_is_faster(query)):
+        y = chunked_softmax_attention(query.squeeze(1), key.squeeze(1), value.squeeze(1), block.scale)
+        return y.unsqueeze(1)  # (S, n, C') -> (S, 1, n, C')
     width = value.shape[-1]
     # SDPA's fused kernels (CPU flash, CUDA flash) want one head size for q, k and v; the Gaussian
     # mode's q/k keep all C input channels while v has C', so v is zero-padded and the padded output
@@ -35,6 +42,14 @@ def _softmax_aggregate(block, query, key, value):
         value = F.pad(value, (0, query.shape[-1] - width))  # (S, 1, m, C') -> (S, 1, m, Cq)
     y = F.scaled_dot_product_attention(query, key, value, scale=block.scale)  # -> (S, 1, n, Cq)
     return y[..., :width]  # (S, 1, n, C')
+
+
+def _chunked_is_faster(query):
+    """``auto``: the chunked oneDNN kernel for CPU float32 in eager mode; SDPA elsewhere (CUDA flash kernels,
+    reduced precision, and inside torch.compile/torch.export, whose tracers want one fused op)."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return query.device.type == "cpu" and query.dtype == torch.float32
 
 
 def _dot_product_aggregate(block, query, key, value):
@@ -152,9 +167,14 @@ class NonLocalBlock(nn.Module):
         sub_sample_position: pool ``"before"`` the φ/g convs (reference code, default) or ``"after"`` (paper).
         use_scale: multiply θᵀφ by 1/√d before the softmax (d = C' — or C for ``gaussian``). Default on.
         temporal_group: dim 3 only — split T into groups of this many frames; attention stays in a group.
+        attention_kernel: softmax modes only — ``"sdpa"`` (``F.scaled_dot_product_attention``), ``"chunked"``
+            (modules/blocks/chunked_attention.py: query blocks on oneDNN matrix products, recomputed in
+            backward) or ``"auto"`` (default: chunked for CPU float32 outside torch.compile/export, else SDPA).
 
     Memory: the softmax modes run through ``F.scaled_dot_product_attention`` with contiguous q/k/v of one
-    head size, so its fused kernels never materialise the N×N' affinity; ``dot_product`` computes
+    head size, so its fused kernels never materialise the N×N' affinity — or, on CPU float32, through the
+    chunked kernel, which holds one (256, N') block at a time and is 1.7× faster there than PyTorch's CPU
+    SDPA (whose MKL products run AVX2 code on AMD processors; benchmarks/bench_blocks.py); ``dot_product`` computes
     θ(φᵀg)/N' (associativity); ``concatenation`` must form the N×N' ReLU terms (N·N' scalars per group,
     not the 2C'·N·N' concatenation a literal implementation builds).
     Speed: θ, φ and g that read the same tensor run as one convolution over their concatenated weights
@@ -175,11 +195,12 @@ class NonLocalBlock(nn.Module):
     """
 
     def __init__(self, channels, *, dim=2, reduction=2, mode="embedded_gaussian", sub_sample=False,
-                 sub_sample_position="before", use_scale=True, temporal_group=None):
+                 sub_sample_position="before", use_scale=True, temporal_group=None, attention_kernel="auto"):
         super().__init__()
         conv = _choose("dim", dim, _CONV)
         self.mode_spec = _choose("mode", mode, MODES)
         self.sub_sample_position = _choose("sub_sample_position", sub_sample_position, SUB_SAMPLE_POSITIONS)
+        self.attention_kernel = _choose("attention_kernel", attention_kernel, ATTENTION_KERNELS)
         if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
             raise ValueError(f"NonLocalBlock: channels must be a positive int, got {channels!r}")
         if not isinstance(reduction, int) or isinstance(reduction, bool) or not 1 <= reduction <= channels:
@@ -265,4 +286,5 @@ class NonLocalBlock(nn.Module):
         return x.shape[2] // self.temporal_group
 
     def extra_repr(self):
-        return f"mode={self.mode!r}, scale={self.scale:.4g}, temporal_group={self.temporal_group}"
+        return (f"mode={self.mode!r}, scale={self.scale:.4g}, temporal_group={self.temporal_group}, "
+                f"attention_kernel={self.attention_kernel!r}")

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from modules.blocks import chunked_attention
 from modules.blocks.non_local import MODES, NonLocalBlock
 
 SIZES = {1: (8,), 2: (4, 6), 3: (4, 4, 6)}
@@ -109,10 +110,12 @@ def test_nonlocal_is_identity_at_init(mode, dim):
     assert torch.equal(block(x), x)
 
 
+@pytest.mark.parametrize("kernel", ["sdpa", "chunked"])
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_nonlocal_matches_paper_formula(mode, variant):
-    block = randomised(NonLocalBlock(6, mode=mode, **VARIANTS[variant]))
+def test_nonlocal_matches_paper_formula(mode, variant, kernel, monkeypatch):
+    monkeypatch.setattr(chunked_attention, "DEFAULT_CHUNK", 5)  # several query blocks, the last one short
+    block = randomised(NonLocalBlock(6, mode=mode, attention_kernel=kernel, **VARIANTS[variant]))
     x = torch.randn(2, 6, *SIZES[block.dim], dtype=torch.float64)
     expected = paper_nonlocal(block, x)
     assert not torch.allclose(expected, x, atol=1e-3)  # the residual branch contributes
@@ -132,10 +135,13 @@ class ShapeRecorder(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("mode", ["embedded_gaussian", "gaussian", "dot_product"])
-def test_nonlocal_never_materialises_affinity(mode):
-    # N = 64·... positions with 4 channels: every legitimate tensor is far smaller than N×N.
-    block = NonLocalBlock(4, dim=3, mode=mode)
+@pytest.mark.parametrize(("mode", "kernel"), [("embedded_gaussian", "sdpa"), ("embedded_gaussian", "chunked"),
+                                              ("gaussian", "sdpa"), ("gaussian", "chunked"), ("dot_product", "auto")])
+def test_nonlocal_never_materialises_affinity(mode, kernel, monkeypatch):
+    # N = 256 positions with 4 channels: every legitimate tensor is far smaller than N×N — the chunked
+    # kernel's blocks included, at 16 query rows (16·N) as at its default 256 rows for N in the thousands.
+    monkeypatch.setattr(chunked_attention, "DEFAULT_CHUNK", 16)
+    block = NonLocalBlock(4, dim=3, mode=mode, attention_kernel=kernel)
     x = torch.randn(1, 4, 4, 8, 8, requires_grad=True)
     positions = 4 * 8 * 8
     recorder = ShapeRecorder()
@@ -147,7 +153,7 @@ def test_nonlocal_never_materialises_affinity(mode):
 @pytest.mark.parametrize("mode", ["embedded_gaussian", "gaussian"])
 def test_softmax_modes_run_the_fused_sdpa_kernel(mode):
     # Restricting SDPA to the flash kernel raises "No available kernel" if q/k/v would fall back to math.
-    block = NonLocalBlock(8, dim=3, mode=mode, temporal_group=2, sub_sample=True)
+    block = NonLocalBlock(8, dim=3, mode=mode, temporal_group=2, sub_sample=True, attention_kernel="sdpa")
     x = torch.randn(2, 8, 4, 4, 4, requires_grad=True)
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
         block(x).sum().backward()
@@ -194,6 +200,7 @@ def test_attention_map_accepts_coordinates():
     (dict(sub_sample_position="middle"), r"sub_sample_position must be one of \['before', 'after'\]"),
     (dict(dim=2, temporal_group=2), r"temporal_group .* needs dim=3"),
     (dict(sub_sample="false"), r"sub_sample must be True or False, got 'false'"),
+    (dict(attention_kernel="flash"), r"attention_kernel must be one of \['auto', 'sdpa', 'chunked'\]"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -223,4 +230,5 @@ def test_nonlocal_exports_with_dynamic_batch():
     program = torch.export.export(block, (torch.randn(2, 4, 4, 4, 4),),
                                   dynamic_shapes={"x": {0: torch.export.Dim("batch", min=2)}})
     x = torch.randn(3, 4, 4, 4, 4)
-    torch.testing.assert_close(program.module()(x), block(x))
+    torch.testing.assert_close(program.module()(x), block(x))  # block(x) eager: the chunked kernel
+    assert "scaled_dot_product" in program.graph_module.code  # "auto" exported the fused SDPA op
