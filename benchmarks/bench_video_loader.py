@@ -56,8 +56,11 @@ def raw_decord(path: str, indices: np.ndarray, size: tuple[int, int]) -> np.ndar
 
 def raw_pyav(path: str, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import av
+    from av.video.reformatter import VideoReformatter
 
-    wanted, frames = set(indices.tolist()), []
+    # One single-threaded swscale context for the clip, like the backend's; frame.to_ndarray(width=...)
+    # would build a context with a thread pool per frame.
+    wanted, frames, reformatter = set(indices.tolist()), [], VideoReformatter()
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
@@ -66,7 +69,8 @@ def raw_pyav(path: str, indices: np.ndarray, size: tuple[int, int]) -> np.ndarra
         for frame in container.decode(stream):
             index = round(float(frame.pts * time_base * rate))
             if index in wanted:
-                frames.append(frame.to_ndarray(format="rgb24", width=size[1], height=size[0]))
+                frames.append(reformatter.reformat(frame, width=size[1], height=size[0], format="rgb24",
+                                                         threads=1).to_ndarray())
             if index >= max(wanted):
                 break
     return np.stack(frames)

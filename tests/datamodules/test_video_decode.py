@@ -71,3 +71,30 @@ def test_datamodule_samples_clip_len_frames_at_frame_interval(backend, codec, in
     clips = _indices_of(x[0])[::3]  # crops of one clip share frames
     assert clips[:, 0].tolist() == [0, 6, 11, 16, 22]  # starts spread uniformly over 0..22
     assert clips[-1, -1] == 31 and np.all(np.diff(clips, axis=1) == 3)
+
+
+@pytest.mark.parametrize("codec", ["h264", "mpeg4"])
+def test_pyav_resize_equals_pyav_own_frame_conversion(codec, index_videos):
+    # The backend reuses one single-threaded swscale context; its pixels must be PyAV's per-frame ones.
+    import av
+
+    wanted = [3, 9, 20]
+    ours = get_backend("pyav").read(str(index_videos[codec]), wanted, (48, 40))
+    with av.open(str(index_videos[codec])) as container:
+        frames = [frame.to_ndarray(format="rgb24", width=40, height=48)
+                  for index, frame in enumerate(container.decode(video=0)) if index in wanted]
+    assert ours.shape == (3, 48, 40, 3)
+    np.testing.assert_array_equal(ours, np.stack(frames))
+
+
+def test_pyav_backend_reads_in_forked_workers_after_the_parent_read(index_videos):
+    # The parent's swscale context is per process: forked DataLoader workers build their own
+    # (an inherited thread pool would hang them).
+    backend = get_backend("pyav")
+    path = str(index_videos["h264"])
+    expected = backend.read(path, [1, 2], (32, 32))
+    loader = torch.utils.data.DataLoader([path] * 4, batch_size=1, num_workers=2, timeout=60,
+                                         multiprocessing_context="fork",
+                                         collate_fn=lambda paths: backend.read(paths[0], [1, 2], (32, 32)))
+    for clip in loader:
+        np.testing.assert_array_equal(clip, expected)
