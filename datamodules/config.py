@@ -84,6 +84,8 @@ class VideoDataConfig(LoaderConfig):
                                   "label depends on left/right (e.g. motion direction)")
     pad: Literal["loop", "repeat_last", "none"] = Field("loop", description="Videos shorter than a clip: loop "
                                                         "from the start, repeat the last frame, or error")
+    probe_cache: bool = Field(True, description="Keep frame counts/fps/sizes of probed files in "
+                              "$ATTNLAB_HOME/cache/video-probes.sqlite; unchanged files are not probed again")
     bad_files: Literal["skip", "fail"] = Field("skip", description="skip = drop and count unreadable files; "
                                               "fail = raise naming the file")
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="skip: fail the run when more than this "

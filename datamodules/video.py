@@ -1,7 +1,8 @@
 """LightningDataModule over video clips (decord; PyAV fallback).
 
 Splits come from manifests or a class-folder tree (datamodules/manifest.py documents both).
-`setup()` probes every file once, in the main process: bad files (missing, zero-byte, truncated,
+`setup()` probes every file once, in the main process (results cached across runs while a file is
+unchanged: datamodules/probe_cache.py): bad files (missing, zero-byte, truncated,
 not a video, unreadable metadata) are counted exactly and, under `bad_files="skip"`, left out —
 the run fails only if more than `max_bad_fraction` of the files are bad; under `"fail"` the first
 bad file raises, naming it. Files that break later, mid-decode, are skipped at load time and
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader
 from datamodules.config import VideoDataConfig
 from datamodules.loaders import SkippingDataLoader, SplitLoaders, make_loader, seeded_subset
 from datamodules.manifest import SPLITS, VideoEntry, folder_splits, manifest_splits
+from datamodules.probe_cache import ProbeCache
 from datamodules.sampling import clip_span
 from datamodules.transforms import VideoEvalTransform, VideoTrainTransform
 from datamodules.video_backend import VideoInfo, VideoReadError, get_backend
@@ -88,8 +90,13 @@ class VideoDataModule(SplitLoaders, pl.LightningDataModule):
         return cfg.test_clips, VideoEvalTransform(cfg.crop_size, cfg.test_crops, cfg.mean, cfg.std)
 
     def _probe_all(self, paths: list[str]) -> dict[str, VideoInfo]:
-        """Probe each file once (threads: decoders release the GIL); record or raise on bad files."""
+        """Probe each file not in the probe cache (threads: decoders release the GIL); record or raise on bad files."""
         backend = get_backend(self.cfg.backend, self.cfg.decode_threads)
+        cache = ProbeCache() if self.cfg.probe_cache else None
+        cached = cache.lookup(paths, backend.name) if cache else {}
+        if cached:
+            log.info("video probe cache %s: %d of %d files known", cache.path, len(cached), len(paths))
+        paths = [path for path in paths if path not in cached]
 
         def probe(path: str) -> VideoInfo | VideoReadError:
             try:
@@ -108,7 +115,9 @@ class VideoDataModule(SplitLoaders, pl.LightningDataModule):
             else:
                 log.warning("skipping bad video %s: %s %s", path, result.reason, result.detail)
                 self.ledger.record(path, result.reason, result.detail)
-        return infos
+        if cache:
+            cache.store(infos, backend.name)
+        return {**cached, **infos}
 
     def _check_bad_fraction(self, max_bad: int) -> None:
         bad = self.bad_files()
