@@ -8,8 +8,11 @@ each call `training.fit.run_training(cfg, ray_worker=True)`: the Lightning Train
 worker of world rank 0 only (Lightning's loggers write from global rank 0), so one MLflow run results.
 
 Resume: running the same name again with the same storage path lets Train V2 restore the run's
-checkpoint manager; workers continue from `ray.train.get_checkpoint()` (epoch granularity, the same
-file on every worker, so ranks never disagree about where they are).
+checkpoint manager from `<storage>/<name>/checkpoint_manager_snapshot.json`; workers continue from
+`ray.train.get_checkpoint()` (epoch granularity, the same file on every worker, so ranks never disagree
+about where they are). A checkpoint counts once the controller has registered it in that snapshot: a
+driver killed between a worker's upload and the registration resumes from the checkpoint before
+(tests/training/test_ray_resume.py kills the driver and its local cluster mid-run).
 """
 
 from __future__ import annotations
