@@ -173,9 +173,9 @@ class NonLocalBlock(nn.Module):
 
     Memory: the softmax modes run through ``F.scaled_dot_product_attention`` with contiguous q/k/v of one
     head size, so its fused kernels never materialise the N×N' affinity — or, on CPU float32, through the
-    chunked kernel, which holds one (256, N') block at a time and is 1.7× faster there than PyTorch's CPU
-    SDPA (whose MKL products run AVX2 code on AMD processors; benchmarks/bench_blocks.py); ``dot_product`` computes
-    θ(φᵀg)/N' (associativity); ``concatenation`` must form the N×N' ReLU terms (N·N' scalars per group,
+    chunked kernel, which holds one (256, N') block at a time and computes the attention 1.7× faster than
+    PyTorch's CPU SDPA there (whose MKL products run AVX2 code on AMD processors; benchmarks/bench_blocks.py
+    prints both). ``dot_product`` computes θ(φᵀg)/N' (associativity); ``concatenation`` must form the N×N' ReLU terms (N·N' scalars per group,
     not the 2C'·N·N' concatenation a literal implementation builds).
     Speed: θ, φ and g that read the same tensor run as one convolution over their concatenated weights
     (the modules keep their own parameters, but forward hooks on them do not fire).
