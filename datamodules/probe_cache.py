@@ -21,6 +21,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+from datamodules.home import attnlab_home
 from datamodules.video_backend import VideoInfo
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,7 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS probes (
 
 
 def default_cache_path() -> Path:
-    home = Path(os.environ.get("ATTNLAB_HOME") or Path.home() / ".attnlab").expanduser()
-    return home / "cache" / "video-probes.sqlite"
+    return attnlab_home() / "cache" / "video-probes.sqlite"
 
 
 def _signature(path: str) -> tuple[int, int] | None:

@@ -13,17 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from datamodules.home import attnlab_home  # noqa: F401  (re-exported: training's callers use tracking.attnlab_home)
+
 RUN_NAME_TAG = "attnlab.run_name"
 COMPLETE_TAG = "attnlab.complete"  # "true" once fit, test, figures and model logging are done
 CHECKPOINT_TAG = "attnlab.checkpoint"
 VERSION_TAG = "attnlab.model_version"
-
-
-def attnlab_home() -> Path:
-    """Root of everything attnlab keeps locally: $ATTNLAB_HOME, default ~/.attnlab."""
-    home = Path(os.environ.get("ATTNLAB_HOME") or Path.home() / ".attnlab").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
 
 
 def default_tracking_uri() -> str:
