@@ -115,22 +115,19 @@ class PyAVBackend:
         self.threads = threads
         self._reformatter = None  # (pid, VideoReformatter): one swscale context per process
 
-    def _to_rgb(self, frame, height: int | None, width: int | None) -> np.ndarray:
-        """RGB (H, W, 3) uint8, resized on the way, on `threads` swscale threads.
+    def _reformatter_here(self):
+        """This process's swscale context, reused for every frame it converts.
 
-        ``frame.to_ndarray(width=...)`` builds a fresh swscale context per frame with an automatic
-        thread count (a pool of one thread per CPU): 1.3 ms a frame against 0.1 ms for one reused
-        single-threaded context (320x240 -> 170x128, this machine), and DataLoader workers that each
-        spawn a pool per frame fight over the cores. The context lives per process: a pool does not
-        survive the fork into a worker.
+        ``frame.to_ndarray(width=...)`` builds a fresh context per frame with an automatic thread count
+        (a pool of one thread per CPU): 1.3 ms a frame against 0.1 ms for one reused single-threaded
+        context (320x240 -> 170x128, this machine), and DataLoader workers that each spawn a pool per
+        frame fight over the cores. Kept per process: a pool does not survive the fork into a worker.
         """
         if self._reformatter is None or self._reformatter[0] != os.getpid():
             from av.video.reformatter import VideoReformatter
 
             self._reformatter = (os.getpid(), VideoReformatter())
-        reformatter = self._reformatter[1]
-        return reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                                    threads=self.threads).to_ndarray()
+        return self._reformatter[1]
 
     def _open(self, path: str):
         import av
@@ -172,6 +169,7 @@ class PyAVBackend:
         wanted = sorted(set(int(i) for i in indices))
         height, width = size or (None, None)
         container, stream = self._open(path)
+        reformatter = self._reformatter_here()
         decoded: dict[int, np.ndarray] = {}
         try:
             rate = stream.average_rate or stream.guessed_rate
@@ -183,7 +181,8 @@ class PyAVBackend:
                 for frame in container.decode(stream):
                     index = round(float((frame.pts - start) * time_base * rate))
                     if index in target:
-                        decoded[index] = self._to_rgb(frame, height, width)
+                        decoded[index] = reformatter.reformat(frame, width=width, height=height, format="rgb24",
+                                                              threads=self.threads).to_ndarray()
                     if index >= group[-1]:
                         break
         except Exception as error:
