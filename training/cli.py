@@ -75,9 +75,14 @@ def _train(path: Path, overrides: list[str], demo: bool = False) -> int:
         return 2
 
     from training.fit import fit
+    from training.init_weights import InitError
 
     started = time.monotonic()
-    result = fit(cfg)
+    try:
+        result = fit(cfg)
+    except InitError as error:  # a bad model.init.source: stopped before training
+        print(error, file=sys.stderr)
+        return 2
     if result.run_id is None:  # a DDP rank other than 0: rank 0 prints the summary
         return 0
     _print_summary(result, time.monotonic() - started, demo)

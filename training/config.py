@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from datamodules import DataConfig
+from training.init_config import InitConfig
 
 FAMILIES = ("nonlocal", "se", "selfattn", "none")
 # Options the backbone (not the block) takes for a family: SE paper's integration ablation.
@@ -43,6 +44,8 @@ class ModelConfig(_Section):
     block: dict[str, Any] = Field(default_factory=dict)
     channels_last: bool = False
     compile: bool = False  # torch.compile the network's forward (slow first step; useful on GPU)
+    # Starting weights (file, run, MLflow model) and fine-tuning controls: training/init_config.py.
+    init: InitConfig = Field(default_factory=InitConfig)
 
 
 class OptimConfig(_Section):

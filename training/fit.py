@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training import tracking
+from training import init_tracking, tracking
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -80,7 +80,9 @@ def build_parts(cfg: TrainConfig):
     from datamodules import build_datamodule
     from modules.backbones import build_backbone
     from modules.lightning import MODULES
+    from training import init_weights
 
+    starting_weights = init_weights.resolve(cfg)  # before the data: a bad model.init.source fails first
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -92,9 +94,11 @@ def build_parts(cfg: TrainConfig):
                          in_channels=datamodule.sample_shape[0],
                          block=None if family == "none" else family,
                          placement=None if family == "none" else cfg.model.placement, **block_kw)
+    report = init_weights.load(net, starting_weights, cfg)
     module = MODULES[family](net, num_classes=datamodule.num_classes, optim=cfg.optim.model_dump(mode="json"),
                              class_names=list(datamodule.class_names), channels_last=cfg.model.channels_last,
                              compile=cfg.model.compile)
+    init_weights.configure(module, report, cfg)
     return datamodule, module
 
 
@@ -161,6 +165,7 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
 
     if trainer.is_global_zero:
         _log_config(logger, cfg, run)
+        init_tracking.record(logger.experiment, logger.run_id, module.init_report, run.data.tags if run else {})
         if resume:
             print(f"resuming {cfg.name!r} from {resume}")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -196,6 +201,7 @@ def _finish_run(cfg, uri, logger, module, datamodule, metrics, checkpoint) -> Fi
     client.set_tag(run_id, tracking.CHECKPOINT_TAG, checkpoint)
     if version is not None:
         client.set_tag(run_id, tracking.VERSION_TAG, version)
+        init_tracking.link_version(client, cfg.tracking.register_as, version, module.init_report)
     client.set_tag(run_id, tracking.COMPLETE_TAG, "true")
     client.set_terminated(run_id, "FINISHED")
     return FitResult(cfg.name, metrics, checkpoint, run_id, version, uri, figures=figure_names)

@@ -19,6 +19,10 @@ Which presets fit which backbone (``modules.placement.fitting_presets`` computes
   (1, 4, 6, 1): every preset.
 - resnet18, resnet18_small (2, 2, 2, 2): the se-* and sa-* presets; no nl-* preset (res3 has 2 blocks,
   res4 2) — pass a mapping such as {"res3": [1], "res4": [1]}.
+- resnet_tiny (1, 4, 6, 1; the 2D twin of c2d_resnet_tiny, whose weights inflate into the tiny video nets):
+  every preset.
+- resnet18_legacy, resnet50_legacy (legacy.py): the layout of timm's legacy_seresnet18/50 (the SE
+  authors' Caffe models), as resnet18 / resnet50 for presets.
 - selfattn needs a 2D backbone; the 3D nets reject it.
 - attention_net, attention_net_tiny (Cordonnier et al.'s pure-attention net, ``attention_net.py``): no
   residual stages; block must be None or "selfattn".
@@ -31,11 +35,12 @@ from typing import Any
 
 from torch import nn
 
-from modules.backbones import attention_net, resnet2d, resnet3d
+from modules.backbones import attention_net, legacy, resnet2d, resnet3d
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **resnet2d.BUILDERS,
     **resnet3d.BUILDERS,
+    **legacy.BUILDERS,
     "attention_net": attention_net.attention_net,
     "attention_net_tiny": attention_net.attention_net_tiny,
 }

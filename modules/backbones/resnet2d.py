@@ -9,6 +9,11 @@ Stems:
 ``imagenet``  7×7 conv stride 2 → BN → ReLU → 3×3 max-pool stride 2 (224 px inputs; res5 at 7×7).
 ``small``     3×3 conv stride 1 → BN → ReLU, no pooling — the CIFAR-style stem for 28–32 px inputs
               (res5 at 4×4 for 32 px); same widths and depths as the ImageNet nets.
+
+``resnet_tiny`` is the 2D twin of ``c2d_resnet_tiny`` (modules/backbones/resnet3d.py): the small stem
+with 16 channels, bottlenecks of base width 8, depths 1, 4, 6, 1 — every tensor has the shape of
+the 3D net's minus its time axis, so weights trained on images inflate into the tiny video nets
+(modules/pretrained/inflation.py).
 """
 
 from __future__ import annotations
@@ -24,21 +29,24 @@ from modules.backbones.residual import BasicBlock, Bottleneck, ResidualBlock
 DEPTHS: dict[str, tuple[type[ResidualBlock], tuple[int, int, int, int]]] = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet_tiny": (Bottleneck, (1, 4, 6, 1)),
 }
 STEM_CHANNELS = 64
+# (stem channels, res2 planes) where they are not (64, 64): the tiny net has c2d_resnet_tiny's widths.
+WIDTHS = {"resnet_tiny": (16, 8)}
 
 
-def _imagenet_stem(in_channels: int) -> tuple[nn.Module, nn.Module]:
-    conv1 = nn.Conv2d(in_channels, STEM_CHANNELS, kernel_size=7, stride=2, padding=3, bias=False)
+def _imagenet_stem(in_channels: int, channels: int = STEM_CHANNELS) -> tuple[nn.Module, nn.Module]:
+    conv1 = nn.Conv2d(in_channels, channels, kernel_size=7, stride=2, padding=3, bias=False)
     return conv1, nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
 
-def _small_stem(in_channels: int) -> tuple[nn.Module, nn.Module]:
-    conv1 = nn.Conv2d(in_channels, STEM_CHANNELS, kernel_size=3, stride=1, padding=1, bias=False)
+def _small_stem(in_channels: int, channels: int = STEM_CHANNELS) -> tuple[nn.Module, nn.Module]:
+    conv1 = nn.Conv2d(in_channels, channels, kernel_size=3, stride=1, padding=1, bias=False)
     return conv1, nn.Identity()
 
 
-STEMS: dict[str, Callable[[int], tuple[nn.Module, nn.Module]]] = {
+STEMS: dict[str, Callable[..., tuple[nn.Module, nn.Module]]] = {
     "imagenet": _imagenet_stem,
     "small": _small_stem,
 }
@@ -49,9 +57,10 @@ def resnet2d(depth_name: str, stem: str, *, num_classes: int, in_channels: int =
              **block_kw: Any) -> ResNet:
     """A 2D ResNet (``depth_name`` in ``DEPTHS``, ``stem`` in ``STEMS``) with attention blocks inserted."""
     block_type, depths = DEPTHS[depth_name]
-    conv1, maxpool = STEMS[stem](in_channels)
+    stem_channels, base_planes = WIDTHS.get(depth_name, (STEM_CHANNELS, 64))
+    conv1, maxpool = STEMS[stem](in_channels, stem_channels)
     net = ResNet(dim=2, in_channels=in_channels, num_classes=num_classes, block_type=block_type,
-                 depths=depths, stem_channels=STEM_CHANNELS, base_planes=64,
+                 depths=depths, stem_channels=stem_channels, base_planes=base_planes,
                  conv1=conv1, maxpool=maxpool, pool2=nn.Identity())
     return insert_blocks(net, block, placement, block_kw, backbone=backbone or f"{depth_name}/{stem}")
 
@@ -69,4 +78,5 @@ BUILDERS: dict[str, Callable[..., ResNet]] = {
     "resnet50": _builder("resnet50", "imagenet", "resnet50"),
     "resnet18_small": _builder("resnet18", "small", "resnet18_small"),
     "resnet50_small": _builder("resnet50", "small", "resnet50_small"),
+    "resnet_tiny": _builder("resnet_tiny", "small", "resnet_tiny"),
 }

@@ -25,6 +25,11 @@ def _choose(name, value, choices):
     return choices[value]
 
 
+def _round_to(value, divisor):
+    """timm.layers.make_divisible(value, divisor, round_limit=0): nearest multiple, at least `divisor`."""
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
 class SqueezeExcite(nn.Module):
     """Channel recalibration for (B, C, H, W) or (B, C, T, H, W); the output has the input's shape.
 
@@ -34,6 +39,9 @@ class SqueezeExcite(nn.Module):
         reduction: r of §3.2 / §6.1 (Table 10); hidden width max(1, channels // r). Default 16.
         squeeze: ``avg`` | ``max`` global pooling (§6.2).
         excitation: final gate ``sigmoid`` | ``tanh`` | ``relu`` (§6.3).
+        divisor: 1 (default) keeps the paper's hidden width C // r; 8 rounds C / r to the nearest
+            multiple of 8, at least 8 — timm's ``SEModule`` (``make_divisible(C / r, 8, round_limit=0)``),
+            so timm ``seresnet*`` weights fit (seresnet18's res2 blocks have 8 hidden units, not 64 // 16).
 
     ``self.gate`` maps the squeezed (B, C, 1, 1[, 1]) descriptor to the per-channel scale s of the same
     shape, so a forward hook on it records the excitations (the paper's Fig. 6 / Fig. 7 analysis).
@@ -42,7 +50,7 @@ class SqueezeExcite(nn.Module):
     to at least 1 so that the narrow CPU backbones can use the default r = 16.
     """
 
-    def __init__(self, channels, *, dim=2, reduction=16, squeeze="avg", excitation="sigmoid"):
+    def __init__(self, channels, *, dim=2, reduction=16, squeeze="avg", excitation="sigmoid", divisor=1):
         super().__init__()
         conv = _choose("dim", dim, _CONV)
         pool = _choose("squeeze", squeeze, _SQUEEZES)[dim]
@@ -51,7 +59,9 @@ class SqueezeExcite(nn.Module):
             raise ValueError(f"SqueezeExcite: channels must be a positive int, got {channels!r}")
         if not isinstance(reduction, int) or isinstance(reduction, bool) or reduction < 1:
             raise ValueError(f"SqueezeExcite: reduction must be a positive int, got {reduction!r}")
-        hidden = max(1, channels // reduction)
+        if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < 1:
+            raise ValueError(f"SqueezeExcite: divisor must be a positive int, got {divisor!r}")
+        hidden = max(1, channels // reduction) if divisor == 1 else _round_to(channels / reduction, divisor)
         self.channels, self.dim, self.reduction = channels, dim, reduction
         self.squeeze = pool(1)  # (B, C, *S) -> (B, C, 1, 1[, 1])
         self.gate = nn.Sequential(

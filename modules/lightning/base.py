@@ -51,11 +51,22 @@ class AttentionClassifier(pl.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_per_class = MulticlassAccuracy(num_classes, average=None)
+        # Fine-tuning (training/init_weights.py `configure`): {parameter name of net: lr multiplier},
+        # BatchNorm layers kept in eval mode, and the loading report of the starting weights.
+        self.lr_multipliers: dict[str, float] = {}
+        self.frozen_norms: list[nn.Module] = []
+        self.init_report = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
         return self._forward(x)
+
+    def train(self, mode: bool = True) -> AttentionClassifier:
+        super().train(mode)
+        for norm in self.frozen_norms:  # frozen BN: the source's statistics, also while training
+            norm.eval()
+        return self
 
     def single_clip(self, x: torch.Tensor) -> torch.Tensor:
         """First clip of a multi-clip test batch (B, K, ...) -> (B, ...); other batches unchanged."""
@@ -106,7 +117,8 @@ class AttentionClassifier(pl.LightningModule):
 
     def configure_optimizers(self):
         optim = self.hparams.optim
-        groups = parameter_groups(self.net, optim["weight_decay"], optim["decay_norm_and_bias"])
+        groups = parameter_groups(self.net, optim["weight_decay"], optim["decay_norm_and_bias"],
+                                  lr=optim["lr"], lr_multipliers=self.lr_multipliers)
         if optim["name"] == "sgd":
             optimizer = torch.optim.SGD(groups, lr=optim["lr"], momentum=optim["momentum"],
                                         nesterov=optim["nesterov"])
@@ -126,15 +138,27 @@ class AttentionClassifier(pl.LightningModule):
         return {}
 
 
-def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
-    """Weight decay on conv/linear weights only: norms' scales and all biases (ndim <= 1) get none."""
-    decay, no_decay = [], []
-    for parameter in net.parameters():
+def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool, *, lr: float | None = None,
+                     lr_multipliers: dict[str, float] | None = None) -> list[dict]:
+    """Weight decay on conv/linear weights only: norms' scales and all biases (ndim <= 1) get none.
+
+    The first two groups (decay, no decay) learn at the optimiser's lr; parameters named in
+    `lr_multipliers` (fine-tuning: new vs pretrained) go to extra groups with lr × multiplier.
+    Frozen parameters (requires_grad False) are left out.
+    """
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
+    for name, parameter in net.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim <= 1 and not decay_norm_and_bias else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        decay = parameter.ndim > 1 or decay_norm_and_bias
+        groups.setdefault((decay, (lr_multipliers or {}).get(name, 1.0)), []).append(parameter)
+    result = []
+    for (decay, multiplier), parameters in groups.items():
+        group = {"params": parameters, "weight_decay": weight_decay if decay else 0.0}
+        if multiplier != 1.0:
+            group["lr"] = lr * multiplier
+        result.append(group)
+    return result
 
 
 def lr_schedule(optim: dict[str, Any], total_steps: int, steps_per_epoch: int):

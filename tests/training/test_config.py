@@ -49,7 +49,7 @@ def test_demo_config_ships_in_the_package_and_matches_configs_folder():
     ("model.placement=nl-5", "model.placement: placement preset 'nl-5': res3 index 3 is out of range"),
     ("model.placement={res9: [0]}", "model.placement: placement: unknown stage 'res9'"),
     ("model.block={mode: dot_product}", "model.block: unknown option(s) mode for family 'se'; allowed: "
-                                        "excitation, integration, squeeze"),
+                                        "divisor, excitation, integration, squeeze"),
     ("model.block={squeeze: median}", "model.block: SqueezeExcite: squeeze must be one of ['avg', 'max']"),
     ("name=has space", "name: String should match pattern"),
 ])
