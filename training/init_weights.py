@@ -254,7 +254,7 @@ def _model_version(source: str, uri: str) -> InitSource:
     except MlflowException:
         what = f"alias {alias!r}" if alias else f"version {version}"
         aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())) or "none"
-        versions = ", ".join(sorted((v.version for v in client.search_model_versions(f"name = '{name}'")),
+        versions = ", ".join(sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")),
                                     key=int)) or "none"
         raise InitError(f"model.init.source {source!r}: registered model {name!r} has no {what} "
                         f"(versions: {versions}; aliases: {aliases})") from None
