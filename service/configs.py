@@ -68,7 +68,10 @@ def _inside(value: str, roots: list[Path], loc: tuple[str | int, ...], what: str
     """`value` resolved (symlinks followed) inside one of `roots`; relative paths are tried under each."""
     if "\x00" in value or not value.strip():
         raise ConfigRejected(loc, "not a usable path")
-    path = Path(value).expanduser() if value.startswith("~") else Path(value)
+    try:
+        path = Path(value).expanduser() if value.startswith("~") else Path(value)
+    except RuntimeError:  # "~someone/..." for a user this machine does not know
+        raise ConfigRejected(loc, f"{value!r}: cannot expand '~' here; give an absolute path") from None
     candidates = [path.resolve()] if path.is_absolute() else [(root / path).resolve() for root in roots]
     inside = [c for c in candidates if any(c.is_relative_to(root) for root in roots)]
     if not inside:

@@ -80,7 +80,11 @@ def resolve(cfg: TrainConfig) -> Resolved | None:
     if MODEL_URI.match(source) or RUN_URI.match(source):
         return _from_mlflow_model(source, uri)
     if is_file_source(source):
-        return _from_file(source, Path(source).expanduser())
+        try:
+            path = Path(source).expanduser()
+        except RuntimeError:  # "~someone/..." for an unknown user
+            raise InitError(f"model.init.source {source!r}: cannot expand '~'; give an absolute path") from None
+        return _from_file(source, path)
     return _from_run(source, source.removeprefix(RUN_PREFIX), uri)
 
 

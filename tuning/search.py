@@ -323,6 +323,7 @@ def register_best(cfg: SearchConfig, uri: str, best: dict[str, Any], model_name:
     """Log the best trial's network into its run, register it, and alias it champion or candidate."""
     import torch
 
+    from training import init_tracking
     from training.fit import build_parts
     from tuning.config import trial_config
 
@@ -337,6 +338,7 @@ def register_best(cfg: SearchConfig, uri: str, best: dict[str, Any], model_name:
     batch = next(iter(datamodule.test_dataloader()))
     example = module.single_clip(batch[0])
     version = tracking.log_pytorch_model(uri, best["run_id"], module.net, example, model_name, alias=None)
+    init_tracking.link_version(client, model_name, version, module.init_report)  # fine-tuned: name the source
     alias = CHAMPION if _beats_champion(client, model_name, cfg.search.metric, cfg.search.mode,
                                         best["value"]) else CANDIDATE
     client.set_registered_model_alias(model_name, alias, version)

@@ -101,9 +101,12 @@ def load_pretrained(net: nn.Module, state: Mapping[str, torch.Tensor], *, fmt: s
         else:
             problems.append(f"missing from the source: {key}")
             report.add(key, "reinitialised", None, tensor.shape, "not in the source")
-    for key in source.keys() - consumed:
+    unused = sorted(source.keys() - consumed)
+    for key in unused:
         problems.append(f"not used by this network: {key}")
         report.add(key, "unused", source[key].shape, None)
+    if any(".branch.gate." in key for key in unused):
+        problems.append("(the source has SE blocks at the standard position: family se, placement se-all takes them)")
 
     _raise_or_warn(problems, strict, report)
     _copy(net, target, updates)

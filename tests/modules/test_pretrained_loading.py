@@ -260,3 +260,11 @@ def test_freeze_needs_a_resnet():
     report = load_pretrained(net, build_backbone("attention_net_tiny", num_classes=10).state_dict())
     with pytest.raises(ValueError, match="freeze: 'stem' needs a ResNet backbone"):
         fine_tuning(net, report, freeze="stem")
+
+
+def test_se_weights_into_a_network_without_se_name_the_unused_tensors_and_the_family_that_takes_them():
+    source = build_backbone("resnet18_small", num_classes=10, block="se", placement="se-stage4").state_dict()
+    with pytest.raises(LoadError) as error:
+        load_pretrained(build_backbone("resnet18_small", num_classes=10), source)
+    assert "not used by this network: res4.0.branch.gate.0.weight" in str(error.value)
+    assert "family se, placement se-all takes them" in str(error.value)
