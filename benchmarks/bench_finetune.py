@@ -58,7 +58,8 @@ def _original_indices(dataset) -> list[int]:
     from torch.utils.data import Subset
 
     if isinstance(dataset, Subset):
-        return [_original_indices(dataset.dataset)[i] for i in dataset.indices]
+        parent = _original_indices(dataset.dataset)
+        return [parent[i] for i in dataset.indices]
     return list(range(len(dataset)))
 
 

@@ -254,3 +254,16 @@ def test_a_bad_source_stops_attnlab_train_before_any_run_starts(shared_mlflow_ur
     assert main(["train", "--config", str(path)]) == 2
     assert f"model.init.source '{tmp_path / 'nowhere.pth'}': no such file" in capsys.readouterr().err
     assert tracking.find_run(shared_mlflow_uri, "init-tests", "init-bad-source") is None
+
+
+def test_describe_init_says_where_the_weights_came_from_for_a_model_card(tmp_path):
+    from training.init_weights import describe_init
+
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), path)
+    _, report = load_into(run_config("resnet18", str(path), family="se", placement="se-stage4"), num_classes=4)
+    described = describe_init(report)
+    assert described["source"] == str(path) and described["kind"] == "file" and len(described["sha256"]) == 64
+    assert described["format"] == "torchvision/timm ResNet state dict"
+    assert described["tensors"] == report.summary() and "new" in described["tensors"]
+    assert describe_init(None) == {}
