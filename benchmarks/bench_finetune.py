@@ -1,6 +1,6 @@
 """Fine-tuning vs training from scratch on the demo task: optimizer steps to the demo's accuracy.
 
-    .venv/bin/python benchmarks/bench_finetune.py [--eval-every 20] [--pretrain-epochs 2] [--accelerator cpu]
+    .venv/bin/python benchmarks/bench_finetune.py [--eval-every 25] [--pretrain-epochs 1] [--accelerator cpu]
 
 Three runs through `training.fit`, in one process, on real Fashion-MNIST (Debian dataset-fashion-mnist):
 
@@ -134,8 +134,8 @@ def main() -> int:
     import yaml
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--eval-every", type=int, default=20, help="optimizer steps between accuracy points")
-    parser.add_argument("--pretrain-epochs", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=25, help="optimizer steps between accuracy points")
+    parser.add_argument("--pretrain-epochs", type=int, default=1)
     parser.add_argument("--accelerator", default="cpu", help="the runs' trainer.accelerator (cpu, gpu)")
     args = parser.parse_args()
 

@@ -14,7 +14,7 @@ have the names and shapes of torchvision's ResNet, but three things without para
 ``resnet18_legacy`` and ``resnet50_legacy`` build that layout (with ``block="se"``: timm's
 ``legacy_seresnet18`` / ``legacy_seresnet50``, SE in the ``standard`` position, r = 16). The loader
 (modules/pretrained) refuses legacy weights for a torchvision-layout backbone and the reverse unless
-``strict: false``. Nets carry ``layout = "legacy"``; the other ResNets have no such attribute.
+``strict: false``; it tells the layouts apart by the stem's ceil-mode pool.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ from torch import Tensor, nn
 from modules.backbones.network import ResNet, insert_blocks
 from modules.backbones.residual import BasicBlock, Bottleneck, ResidualBlock, conv
 from modules.backbones.resnet2d import STEM_CHANNELS
-
-LAYOUT = "legacy"
-
 
 class LegacyBasicBlock(BasicBlock):
     """timm ``SEResNetBlock``: ``relu(bn2(conv2(...)))`` is the branch output, before SE and the sum."""
@@ -61,7 +58,6 @@ def legacy_resnet(name: str, *, num_classes: int, in_channels: int = 3, block: s
     net = ResNet(dim=2, in_channels=in_channels, num_classes=num_classes, block_type=block_type, depths=depths,
                  stem_channels=STEM_CHANNELS, base_planes=64, conv1=conv1,
                  maxpool=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True), pool2=nn.Identity())
-    net.layout = LAYOUT
     return insert_blocks(net, block, placement, block_kw, backbone=name)
 
 

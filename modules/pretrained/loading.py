@@ -25,7 +25,8 @@ from torch import nn
 
 from modules.blocks import BLOCKS
 from modules.blocks.self_attention import SelfAttention2d, from_conv
-from modules.pretrained.formats import FORMATS, LAYOUT_TORCHVISION, detect_format, resnet_shape, to_attnlab_names
+from modules.pretrained.formats import (FORMATS, LAYOUT_LEGACY, LAYOUT_TORCHVISION, detect_format, resnet_shape,
+                                        to_attnlab_names)
 from modules.pretrained.inflation import can_inflate, inflate
 from modules.pretrained.report import LoadingReport
 
@@ -122,13 +123,19 @@ def _check_architecture(net, source, target, fmt, strict, report) -> None:
     if source_shape and target_shape and source_shape != target_shape:
         raise LoadError(f"the source is a ResNet with {source_shape.describe()}; this backbone has "
                         f"{target_shape.describe()}")
-    source_layout, target_layout = FORMATS[fmt][1], getattr(net, "layout", LAYOUT_TORCHVISION)
+    source_layout, target_layout = FORMATS[fmt][1], network_layout(net)
     if target_shape and source_layout != target_layout:
         message = (f"the source has the {source_layout} layout and this backbone the {target_layout} layout "
                    f"(legacy: stride on the first 1×1 conv, ceil-mode stem pool, ReLU before SE in basic "
                    f"blocks — timm legacy_seresnet*, backbones resnet18_legacy / resnet50_legacy): same "
                    f"tensors, different function")
         _raise_or_warn([message], strict, report)
+
+
+def network_layout(net: nn.Module) -> str:
+    """LAYOUT_LEGACY for a ResNet whose stem pools with ceil_mode (the Caffe layout), else LAYOUT_TORCHVISION."""
+    pool = getattr(net, "maxpool", None)
+    return LAYOUT_LEGACY if isinstance(pool, nn.MaxPool2d) and pool.ceil_mode else LAYOUT_TORCHVISION
 
 
 def _attention_sources(net, source, target) -> dict[str, tuple[str, str]]:
