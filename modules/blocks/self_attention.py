@@ -40,7 +40,7 @@ FROM_CONV_SHARPNESS = 40.0
 class SelfAttention2d(nn.Module):
     """Multi-head self-attention over pixels with a relative positional encoding (§2–§4).
 
-    ``out = concat_h[softmax(A_h) X W_val^h] W_out + b_out`` (multi-head self-attention, §2.1, eq. (5)),
+    ``out = concat_h[softmax(A_h) X W_val^h] W_out + b_out`` (multi-head self-attention, §2.1),
     followed by ``W_proj`` when ``output_projection`` is set, with the score ``A_h[q, k]`` depending on
     ``δ = k − q`` through ``encoding``:
 
@@ -56,7 +56,7 @@ class SelfAttention2d(nn.Module):
         reduction: the shared keyword of the block families; here it sets the value size of each
             head, ``head_dim = channels // reduction``. Default (None) means 1: ``head_dim = C`` and
             the values are the input itself (``W_val = I``, no parameters, as in the authors' code
-            for the quadratic encoding); ``W_out`` (``N_h·C → C_out``, as many weights as a
+            for the quadratic and learned encodings); ``W_out`` (``N_h·C → C_out``, as many weights as a
             √N_h×√N_h convolution) then carries each head's filter — Lemma 1 only needs the product
             ``W_val^h W_out^h`` to be the kernel slice of the head's shift.
         head_dim: D_h, alternative to ``reduction`` (give one, not both). Any D_h ≠ C adds a learned
