@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from modules.backbones import build_backbone
-from modules.blocks import BLOCKS, NonLocalBlock
+from modules.blocks import NonLocalBlock
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tests/modules/conftest.py
 
@@ -150,7 +150,3 @@ def test_nonlocal_sub_sampling_pools_keys_like_the_reference_and_keeps_the_param
     x = torch.randn(1, 8, 2, 4, 6)
     assert plain.attention_map(x, [0]).shape == (1, 1, 2 * 4 * 6)
     assert pooled.attention_map(x, [0]).shape == (1, 1, 2 * 2 * 3)
-
-
-def test_registered_blocks_are_the_three_families():
-    assert set(BLOCKS) == {"nonlocal", "se", "selfattn"}

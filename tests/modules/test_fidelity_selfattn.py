@@ -8,6 +8,7 @@ independently of modules/, fed with weights copied from our network.
 """
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -260,8 +261,6 @@ def test_cifar_config_trains_with_the_authors_recipe():
     """runs/quadratic/run.sh + train.py: SGD 0.1, momentum 0.9, wd 1e-4 on all but centres/spreads, batch 100,
     300 epochs, cosine after a 5 % linear warm-up."""
     from training.config import load_config
-
-    from pathlib import Path
 
     cfg = load_config(Path(__file__).parents[2] / "configs" / "selfattn_cifar10.yaml", [])
     optim = cfg.optim
