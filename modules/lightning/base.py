@@ -140,18 +140,22 @@ class AttentionClassifier(pl.LightningModule):
 
 def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool, *, lr: float | None = None,
                      lr_multipliers: dict[str, float] | None = None) -> list[dict]:
-    """Weight decay on conv/linear weights only: norms' scales and all biases (ndim <= 1) get none.
+    """Weight decay on conv/linear weights only: norms' scales and all biases (ndim <= 1) get none unless
+    `decay_norm_and_bias`, nor do the parameters a module lists in `no_weight_decay_parameters()` (the
+    self-attention head centres and spreads, as in Cordonnier et al.'s train.py).
 
     The first two groups (decay, no decay) learn at the optimiser's lr; parameters named in
     `lr_multipliers` (fine-tuning: new vs pretrained) go to extra groups with lr × multiplier.
     Frozen parameters (requires_grad False) are left out.
     """
+    exempt = {id(parameter) for module in net.modules() if hasattr(module, "no_weight_decay_parameters")
+              for parameter in module.no_weight_decay_parameters()}
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {(True, 1.0): [], (False, 1.0): []}
     for name, parameter in net.named_parameters():
         if not parameter.requires_grad:
             continue
-        decay = parameter.ndim > 1 or decay_norm_and_bias
-        groups.setdefault((decay, (lr_multipliers or {}).get(name, 1.0)), []).append(parameter)
+        skip = id(parameter) in exempt or (parameter.ndim <= 1 and not decay_norm_and_bias)
+        groups.setdefault((not skip, (lr_multipliers or {}).get(name, 1.0)), []).append(parameter)
     result = []
     for (decay, multiplier), parameters in groups.items():
         group = {"params": parameters, "weight_decay": weight_decay if decay else 0.0}

@@ -12,7 +12,7 @@ papers' names ``res2``..``res5``. The layouts recognised, by their keys:
                     ported by Cadene): ``layer0.conv1`` / ``layer0.bn1``, ``layerI.N.se_module.fc1/fc2``,
                     ``last_linear``. Same tensors, different layout: the stride sits on the first 1×1
                     conv of a bottleneck, the stem pools with ``ceil_mode``, and the basic block has a
-                    ReLU before the SE block — attnlab's ``resnet18_legacy`` / ``resnet50_legacy``.
+                    ReLU before the SE block — attnlab's ``resnet18_caffe`` / ``resnet50_caffe``.
 ``attnlab``         an attnlab network (a run's checkpoint, a logged model): keys used as they are.
 
 Containers are unwrapped first: a Lightning checkpoint (``state_dict`` with the ``net.`` prefix of

@@ -127,7 +127,7 @@ def _check_architecture(net, source, target, fmt, strict, report) -> None:
     if target_shape and source_layout != target_layout:
         message = (f"the source has the {source_layout} layout and this backbone the {target_layout} layout "
                    f"(legacy: stride on the first 1×1 conv, ceil-mode stem pool, ReLU before SE in basic "
-                   f"blocks — timm legacy_seresnet*, backbones resnet18_legacy / resnet50_legacy): same "
+                   f"blocks — timm legacy_seresnet*, backbones resnet18_caffe / resnet50_caffe): same "
                    f"tensors, different function")
         _raise_or_warn([message], strict, report)
 
@@ -148,8 +148,12 @@ def _attention_sources(net, source, target) -> dict[str, tuple[str, str]]:
         strided = last == "0" and isinstance(net.get_submodule(parent), nn.Sequential)  # attention + AvgPool2d
         conv_key = f"{parent if strided else name}.weight"
         if conv_key in source and source[conv_key].dim() == 4:
-            note = "strided conv: attention + average pool, not the conv's subsampling" if strided else ""
-            found[name] = (conv_key, note)
+            notes = ["strided conv: attention + average pool, not the conv's subsampling"] if strided else []
+            radius = source[conv_key].shape[-1] // 2
+            if getattr(module, "padding", radius) != radius:  # from_conv's keys include the conv's zero padding
+                notes.append(f"padding {module.padding}: border pixels differ from the conv "
+                             f"(model.block.padding: {radius} keeps them)")
+            found[name] = (conv_key, "; ".join(notes))
     return found
 
 

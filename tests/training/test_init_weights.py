@@ -55,8 +55,8 @@ SOURCES = [
     ("timm", "resnet50", "resnet50", {}),
     ("timm", "seresnet18", "resnet18", {"family": "se", "placement": "se-all", "block": {"divisor": 8}}),
     ("timm", "seresnet50", "resnet50", {"family": "se", "placement": "se-all"}),
-    ("timm", "legacy_seresnet18", "resnet18_legacy", {"family": "se", "placement": "se-all"}),
-    ("timm", "legacy_seresnet50", "resnet50_legacy", {"family": "se", "placement": "se-all"}),
+    ("timm", "legacy_seresnet18", "resnet18_caffe", {"family": "se", "placement": "se-all"}),
+    ("timm", "legacy_seresnet50", "resnet50_caffe", {"family": "se", "placement": "se-all"}),
 ]
 
 
