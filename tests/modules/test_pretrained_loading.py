@@ -238,7 +238,8 @@ def test_head_keep_refuses_another_class_count():
 
 
 def test_legacy_weights_are_refused_by_a_torchvision_layout_backbone_unless_strict_is_off():
-    timm = pytest.importorskip("timm")  # a test extra (pyproject.toml)
+    import timm  # a test extra (pyproject.toml)
+
     legacy = timm.create_model("legacy_seresnet50", num_classes=10).state_dict()
     with pytest.raises(LoadError, match="legacy layout and this backbone the torchvision layout"):
         load_pretrained(build_backbone("resnet50", num_classes=10, block="se"), legacy)

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import timm  # a test extra (pyproject.toml)
 import torch
 import torchvision
 from torch import nn
@@ -16,8 +17,6 @@ from torch import nn
 from modules.backbones import build_backbone
 from training.config import ConfigError, validate_config
 from training.init_weights import InitError, load, resolve
-
-timm = pytest.importorskip("timm")  # a test extra (pyproject.toml)
 
 
 def randomised(net: nn.Module) -> nn.Module:
@@ -174,6 +173,7 @@ ATTNLAB_SOURCES = ["checkpoint", "init-source", "run:init-source", "models:/init
                    "models:/init-source-model/1", "runs:/{run_id}/model"]
 
 
+@pytest.mark.slow  # trains and registers a source model (fit)
 @pytest.mark.parametrize("form", ATTNLAB_SOURCES)
 def test_attnlab_runs_and_registered_models_load_with_their_logits(form, source_run, registered_net, shared_mlflow_uri,
                                                                    idx_root):
@@ -194,6 +194,7 @@ def test_attnlab_runs_and_registered_models_load_with_their_logits(form, source_
         assert report.source.get("sha256") or form.startswith("runs:/")
 
 
+@pytest.mark.slow  # trains and registers a source model (fit)
 @pytest.mark.parametrize(("source", "expected"), [
     ("models:/no-such-model@candidate", "no registered model named 'no-such-model'"),
     ("models:/init-source-model@production", "registered model 'init-source-model' has no alias 'production' "
@@ -209,6 +210,7 @@ def test_unknown_models_and_runs_fail_naming_the_source(source, expected, source
     assert f"model.init.source {source!r}" in str(error.value) and expected in str(error.value), str(error.value)
 
 
+@pytest.mark.slow  # trains and registers a source model (fit)
 def test_finetuning_a_registered_model_on_other_classes_through_attnlab_train(source_run, shared_mlflow_uri,
                                                                                tmp_path, capsys):
     """4 classes instead of 10: the head is re-initialised; the run and the new version name their source."""
