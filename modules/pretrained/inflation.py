@@ -1,6 +1,7 @@
 """2D → 3D inflation of convolution kernels (I3D: Carreira & Zisserman, arXiv:1705.07750 §2.2; Non-local:
-Wang et al., arXiv:1711.07971 §4 "Implementation details" — "a 2D k×k kernel can be inflated as a 3D
-k_t×k×k kernel that spans k_t frames", initialised from ImageNet weights).
+Wang et al., arXiv:1711.07971 §4, "Inflated 3D ConvNet (I3D)": a 2D k×k kernel inflated to t×k×k, each
+of the t planes initialised by the pre-trained k×k weights rescaled by 1/t; "Implementation Details":
+the models start from ImageNet weights).
 
 A k_t×k×k kernel gets the 2D k×k kernel repeated k_t times along time and divided by k_t, so on a
 "boring" clip (one image repeated over time) every inflated conv gives the 2D conv's response, away
