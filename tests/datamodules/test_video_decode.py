@@ -22,7 +22,7 @@ BACKENDS = ["decord", "pyav"]
 def test_backend_reads_requested_frames_resized_on_decode(backend, codec, index_videos, frame_index):
     reader = get_backend(backend)
     path = str(index_videos[codec])
-    assert reader.probe(path) == VideoInfo(num_frames=32, fps=25.0, width=64, height=64)
+    assert reader.probe(path) == VideoInfo(num_frames=32, fps=25.0, width=64, height=64, codec=codec, header_frames=32)
     wanted = [30, 2, 9, 9, 17, 0, 31]  # unsorted, repeated, across several keyframe intervals
     frames = reader.read(path, wanted, (48, 40))
     assert frames.shape == (7, 48, 40, 3) and frames.dtype == np.uint8
