@@ -1,8 +1,9 @@
 """Where a layout's annotation files are: `data.annotations`, else `data.root` or a conventional sub-folder.
 
-Public datasets ship their split and label files next to (or inside) the video folder under fixed
-names (UCF101's `ucfTrainTestlist/`, HMDB51's `testTrainMulti_7030_splits/`, SSv2's `labels/`);
-`data.annotations` points elsewhere (a folder, or for Kinetics a single CSV file).
+Public datasets ship their split and label files beside the video folder under fixed names
+(UCF101's `ucfTrainTestlist/` next to `UCF-101/`, HMDB51's `testTrainMulti_7030_splits/`, SSv2's
+`labels/` next to `20bn-something-something-v2/`), so the lookup tries root, then those names inside
+root and beside it; `data.annotations` points anywhere else (a folder, or for Kinetics one CSV file).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ if TYPE_CHECKING:
 
 
 def candidate_folders(cfg: VideoDataConfig, subfolders: tuple[str, ...] = ()) -> list[Path]:
-    """Folders to look in, in order: data.annotations (its folder when it is a file), else root and root/<sub>."""
+    """Folders to look in, in order: data.annotations (its folder when it is a file), else root, root/<sub>
+    and root/../<sub>."""
     if cfg.annotations is not None:
         given = Path(cfg.annotations)
         return [given.parent if given.is_file() else given]
     if cfg.root is None:
         return []
     root = Path(cfg.root)
-    return [root, *(root / sub for sub in subfolders)]
+    return [root, *(root / sub for sub in subfolders), *(root.parent / sub for sub in subfolders)]
 
 
 def find_folder(cfg: VideoDataConfig, pattern: str, subfolders: tuple[str, ...] = ()) -> Path | None:
