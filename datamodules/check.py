@@ -170,10 +170,11 @@ def render_table(summary: dict, width: int = 160, bad_shown: int = 10) -> str:
     from rich.table import Table
 
     headers, rows = table_rows(summary)
-    table = Table(*headers, title=headline(summary), title_justify="left")
+    table = Table(*headers)
     for row in rows:
         table.add_row(*row)
     console = Console(file=StringIO(), width=width, record=True)
+    console.print(headline(summary), highlight=False, markup=False)
     console.print(table)
     for item in summary["bad"][:bad_shown]:
         segment = f" [segment {item['segment'][0]}-{item['segment'][1]} s]" if item["segment"] else ""

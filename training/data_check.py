@@ -99,6 +99,18 @@ def log_summary(client, run_id: str, summary: dict) -> None:
     client.set_tag(run_id, "attnlab.data_check.verdict", summary["verdict"][:5000])
 
 
+def log_data_summary(client, run_id: str, datamodule) -> None:
+    """A training's copy of the report: printed to its log and logged into its run (video DataModules)."""
+    from datamodules.check import render_table
+
+    report = getattr(datamodule, "data_summary", None)
+    if report is None:
+        return
+    summary = report()
+    print(render_table(summary, width=200))
+    log_summary(client, run_id, summary)
+
+
 def log_check_run(cfg: DataCheckConfig, summary: dict) -> str:
     """Log the report into the run '<name>.data-check' (created once, reused after); its run id."""
     import time
