@@ -53,7 +53,7 @@ def test_check_refuses_what_it_cannot_read(tmp_path, capsys):
     config = tmp_path / "image.yaml"
     config.write_text(yaml.safe_dump({"name": "img", "data": {"kind": "image", "dataset": "fashion_mnist"}}))
     assert main(["data", "check", "--config", str(config), "--no-mlflow"]) == 2
-    assert "data.kind: the data check reads video datasets" in capsys.readouterr().err
+    assert "data.kind: 'image' is not one of video" in capsys.readouterr().err
     config.write_text(yaml.safe_dump({"data": {"kind": "video", "root": str(tmp_path), "dataset": "ucf101"}}))
     assert main(["data", "check", "--config", str(config), "--no-mlflow"]) == 2
     assert "no classInd.txt" in capsys.readouterr().err
