@@ -1,8 +1,8 @@
 """Everything known about a video dataset before a clip is decoded: its listing, probes, bad files and segments.
 
 `scan_dataset(cfg, seed)` lists the samples of every split (datamodules/formats/), probes each distinct
-file once (threads; answers from the probe cache where the file is unchanged) and sorts every sample
-into a usable `VideoRecord` or a `BadSample` saying why not:
+file once (worker processes; answers from the probe cache where the file is unchanged) and sorts every
+sample into a usable `VideoRecord` or a `BadSample` saying why not:
 
 - bad files (every sample of the file is bad): `missing`, `empty`, `unreadable` (not a video, no
   decoder, cut before its index), `decode_error` (found later, while loading), and
@@ -19,9 +19,10 @@ Both the DataModule (which then applies `data.bad_files` and `data.max_bad_fract
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from datamodules.formats import read_splits
@@ -36,9 +37,11 @@ SEGMENT_REASONS = ("segment_empty", "segment_past_end")
 # Listed but never downloaded (Kinetics loses videos to YouTube every month): counted, but not held
 # against data.max_bad_fraction, which is about files that are there and broken.
 UNBUDGETED_REASONS = ("missing",)
-# Probing waits on file reads as much as on the CPU (decoders release the GIL), so threads beyond
-# the core count still help.
-PROBE_THREADS = min(8, 2 * (os.cpu_count() or 1))
+# A probe holds the GIL for every demuxed packet, so threads take turns; processes probe in parallel
+# (and, on a busy machine, each gets its own share of the CPU). Below POOL_MIN_FILES files, starting
+# the workers costs more than they save, and the files are probed in this process.
+PROBE_PROCESSES = min(8, 2 * (os.cpu_count() or 1))
+POOL_MIN_FILES = 64
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,14 @@ class DatasetScan:
         return None
 
 
+def _probe(path: str, backend_name: str, threads: int) -> VideoInfo | tuple[str, str]:
+    """The file's probe, or (reason, detail) of why it is bad (a plain tuple: it crosses processes)."""
+    try:
+        return get_backend(backend_name, threads).probe(path)
+    except VideoReadError as error:
+        return error.reason, error.detail
+
+
 def probe_files(paths: list[str], backend_name: str, threads: int = 1, use_cache: bool = True,
                 progress: Callable[[int], None] | None = None
                 ) -> tuple[dict[str, VideoInfo], dict[str, VideoReadError], int]:
@@ -111,23 +122,29 @@ def probe_files(paths: list[str], backend_name: str, threads: int = 1, use_cache
     if progress and cached:
         progress(len(cached))
     todo = [path for path in paths if path not in cached]
-
-    def probe(path: str) -> VideoInfo | VideoReadError:
-        try:
-            return backend.probe(path)
-        except VideoReadError as error:
-            return error
-
+    count = len(todo)
+    if count >= POOL_MIN_FILES and PROBE_PROCESSES > 1:
+        # fork (where there is one) starts a worker in milliseconds, spawn in a second of imports; the
+        # workers only probe, as DataLoader workers forked from the same training process only decode.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(PROBE_PROCESSES, mp_context=multiprocessing.get_context(method))
+        results = pool.map(_probe, todo, [backend.name] * count, [threads] * count,
+                           chunksize=max(1, min(64, count // (4 * PROBE_PROCESSES))))
+    else:
+        pool, results = None, (_probe(path, backend.name, threads) for path in todo)
     infos: dict[str, VideoInfo] = {}
     errors: dict[str, VideoReadError] = {}
-    with ThreadPoolExecutor(max_workers=PROBE_THREADS) as pool:
-        for path, result in zip(todo, pool.map(probe, todo)):
+    try:
+        for path, result in zip(todo, results):
             if isinstance(result, VideoInfo):
                 infos[path] = result
             else:
-                errors[path] = result
+                errors[path] = VideoReadError(path, *result)
             if progress:
                 progress(1)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if cache and infos:
         cache.store(infos, backend.name)
     return {**cached, **infos}, errors, len(cached)

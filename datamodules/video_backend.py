@@ -4,12 +4,15 @@ A backend answers two questions: `probe(path)` (frame count, fps, size, codec �
 can open the file and read its packets) and `read(path, indices, size)` (those frames as (T, H, W, 3)
 uint8 RGB, resized on decode).
 
-A probe reports two lengths. `num_frames` is the *decodable* length: the video packets the demuxer
-actually delivers (decord's `len`, or PyAV's packet count), which is what sampling may use.
-`header_frames` is what the container *promises* (the stream's frame count, else its duration × fps):
-a partly written or partly downloaded file (a Matroska file cut at 15 %: header 444 frames, 50
-decodable) is found by comparing the two (`length_mismatch`). The probe reads packet headers, not
-pixels: a bitstream that is corrupt inside is found when it is decoded, and counted then.
+Both backends probe through one PyAV pass over the container (`probe_container`): the header's facts,
+then every packet header demuxed, no pixel decoded — as cheap as decord's own open-and-len (which
+demuxes every packet to build its index) and the only way to see what decord does not expose. A
+probe reports two lengths. `num_frames` is the *decodable* length: the video packets the demuxer
+actually delivers (what decord's `len` counts too), which is what sampling may use. `header_frames`
+is what the container *promises* (the stream's frame count, else its duration × fps): a partly
+written or partly downloaded file (a Matroska file cut at 15 %: header 444 frames, 50 decodable) is
+found by comparing the two (`length_mismatch`). A bitstream that is corrupt inside is found when it
+is decoded, and counted then.
 Readers are opened per call and released before returning: decord leaks memory when a VideoReader
 lives long, and an open file per dataset item does not survive fork/pickle into workers anyway.
 decord's bridge is never set globally: frames come back as decord NDArrays -> `.asnumpy()`.
@@ -115,6 +118,29 @@ def header_facts(path: str, container, stream) -> tuple[str, int | None, int, in
     return context.codec.canonical_name, header, context.width, context.height
 
 
+def probe_container(path: str) -> VideoInfo:
+    """Header facts, then every packet header demuxed (the decodable length), in one PyAV open."""
+    check_file(path)
+    container, stream = _open_pyav(path)
+    try:
+        codec, header_frames, width, height = header_facts(path, container, stream)
+        num_frames = 0
+        try:
+            num_frames = sum(1 for packet in container.demux(stream) if packet.pts is not None)
+        except Exception:  # a read error ends the file where it broke: what came before counts
+            pass
+        if num_frames == 0:
+            raise VideoReadError(path, "unreadable", "no frames")
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        return VideoInfo(num_frames, fps, width, height, codec, header_frames)
+    except VideoReadError:
+        raise
+    except Exception as error:
+        raise VideoReadError(path, "unreadable", str(error)[:200]) from error
+    finally:
+        container.close()
+
+
 def _open_pyav(path: str, threads: int = 0):
     """(container, first video stream) with PyAV; VideoReadError when either is missing."""
     import av
@@ -135,11 +161,12 @@ def _open_pyav(path: str, threads: int = 0):
 class DecordBackend:
     """decord VideoReader; `size` = (height, width) is applied by decord's own scaler on decode.
 
-    The probe asks decord for the decodable length and frame rate (so a file decord cannot open, e.g.
-    AV1 with decord's bundled FFmpeg, is bad here and not mid-training) and PyAV for the header facts
-    decord does not expose (codec, promised length, size) — no frame is decoded."""
+    decord's bundled FFmpeg is older than PyAV's and lacks some decoders (AV1): the probe opens a file
+    with decord too until decord has opened one file of its codec in this process, so a codec decord
+    cannot read makes its files bad at probe time (naming the codec), not mid-training."""
 
     name = "decord"
+    _opened_codecs: set[str] = set()  # per process; only successes are remembered
 
     def __init__(self, threads: int = 1):
         self.threads = threads
@@ -155,23 +182,16 @@ class DecordBackend:
             raise VideoReadError(path, "unreadable", str(error).splitlines()[0][:200]) from error
 
     def probe(self, path: str) -> VideoInfo:
-        check_file(path)
-        container, stream = _open_pyav(path)
-        try:
-            codec, header_frames, width, height = header_facts(path, container, stream)
-        finally:
-            container.close()
-        reader = self._open(path, None)
-        try:
-            num_frames = len(reader)
-            fps = float(reader.get_avg_fps())
-        except Exception as error:
-            raise VideoReadError(path, "unreadable", str(error).splitlines()[0][:200]) from error
-        finally:
+        info = probe_container(path)
+        if info.codec not in self._opened_codecs:
+            try:
+                reader = self._open(path, None)
+            except VideoReadError as error:
+                raise VideoReadError(path, "unreadable", f"decord cannot open this {info.codec} file "
+                                     f"({error.detail}); data.backend 'pyav' may") from error
             del reader
-        if num_frames == 0:
-            raise VideoReadError(path, "unreadable", "no frames")
-        return VideoInfo(num_frames, fps, width, height, codec, header_frames)
+            self._opened_codecs.add(info.codec)
+        return info
 
     def read(self, path: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         check_file(path)
@@ -213,26 +233,7 @@ class PyAVBackend:
         return self._reformatter[1]
 
     def probe(self, path: str) -> VideoInfo:
-        """Header facts, then every packet header demuxed: the decodable length, in one open."""
-        check_file(path)
-        container, stream = _open_pyav(path)
-        try:
-            codec, header_frames, width, height = header_facts(path, container, stream)
-            num_frames = 0
-            try:
-                num_frames = sum(1 for packet in container.demux(stream) if packet.pts is not None)
-            except Exception:  # a read error ends the file where it broke: what came before counts
-                pass
-            if num_frames == 0:
-                raise VideoReadError(path, "unreadable", "no frames")
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            return VideoInfo(num_frames, fps, width, height, codec, header_frames)
-        except VideoReadError:
-            raise
-        except Exception as error:
-            raise VideoReadError(path, "unreadable", str(error)[:200]) from error
-        finally:
-            container.close()
+        return probe_container(path)
 
     def read(self, path: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         check_file(path)

@@ -87,3 +87,15 @@ def test_table_shows_each_split_and_every_defect(tmp_path, clips):
     assert rows["codecs"] == ["h264: 2, mpeg4: 1, vp9: 1", "h264: 2"]
     assert rows["shorter than one clip (13 frames)"] == ["1", "0"]
     assert "gone.mp4" in text and "verdict: training stops" in text
+
+
+def test_probing_in_worker_processes_reports_the_same_as_inline(tmp_path, clips, monkeypatch):
+    import datamodules.scan as scan
+
+    cfg = defect_config(tmp_path, clips, probe_cache=False)
+    inline = summarize(scan_dataset(cfg), cfg)
+    monkeypatch.setattr(scan, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(scan, "PROBE_PROCESSES", 2)
+    done = []
+    pooled = summarize(scan_dataset(cfg, progress=done.append), cfg)
+    assert pooled == inline and sum(done) == 8
