@@ -10,14 +10,13 @@ draws it as a terminal table (rows: facts, columns: splits). No torch here.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from io import StringIO
 
 import numpy as np
 
 from datamodules.sampling import clip_span
-from datamodules.scan import FILE_REASONS, SEGMENT_REASONS, DatasetScan
+from datamodules.scan import FILE_REASONS, SEGMENT_REASONS, DatasetScan, policy_error
 
 TOP = 5  # distinct values shown per distribution in the table (the JSON keeps all)
 
@@ -37,28 +36,16 @@ def summarize(scan: DatasetScan, cfg) -> dict:
         "bad_fraction": scan.budgeted_bad_samples() / scan.samples if scan.samples else 0.0,
         "max_bad_fraction": cfg.max_bad_fraction,
         "clip_span_frames": span,
-        "verdict": verdict(scan, cfg, span),
+        "verdict": verdict(scan, cfg),
         "splits": {split: _split_summary(scan, split, span) for split, entries in scan.entries.items() if entries},
         "bad": _bad_listing(scan),
     }
 
 
-def verdict(scan: DatasetScan, cfg, span: int) -> str:
-    """'ok', or why training with this config would stop at setup."""
-    first = scan.first_bad()
-    if first is not None and cfg.bad_files == "fail":
-        return f"training stops (data.bad_files='fail') at {first.describe()}"
-    for split, entries in scan.entries.items():
-        if entries and len(scan.rejected[split]) == len(entries) and \
-                all(bad.reason == "missing" for bad in scan.rejected[split].values()):
-            return f"training stops: all {len(entries)} videos of the {split} split are missing"
-    allowed = math.floor(cfg.max_bad_fraction * scan.samples)
-    if scan.budgeted_bad_samples() > allowed:
-        return (f"training stops: {scan.budgeted_bad_samples()} of {scan.samples} samples are bad, more than "
-                f"data.max_bad_fraction={cfg.max_bad_fraction} allows ({allowed})")
-    if cfg.pad == "none" and any(r.num_frames < span for records in scan.records.values() for r in records):
-        return f"training stops: samples shorter than one clip ({span} frames) and data.pad='none'"
-    return "ok"
+def verdict(scan: DatasetScan, cfg) -> str:
+    """'ok', or why training with this config would stop at setup (the error it would raise)."""
+    error = policy_error(scan, cfg)
+    return "ok" if error is None else f"training stops: {error}"
 
 
 def _split_summary(scan: DatasetScan, split: str, span: int) -> dict:

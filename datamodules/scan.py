@@ -12,15 +12,17 @@ sample into a usable `VideoRecord` or a `BadSample` saying why not:
   `segment_past_end` (it starts at or after the last decodable frame). A segment that only runs
   past the end is cut to the decodable frames, as sampling would anyway.
 
-Both the DataModule (which then applies `data.bad_files` and `data.max_bad_fraction`) and
-`attnlab data check` (which reports) start here, so they see the same dataset. No torch here.
+Both the DataModule (which raises `policy_error` when there is one) and `attnlab data check` (which
+reports it as its verdict) start here, so they see the same dataset and the same verdict. No torch here.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from datamodules.formats import read_splits
 from datamodules.manifest import VideoEntry
 from datamodules.probe_cache import ProbeCache
+from datamodules.sampling import clip_span
 from datamodules.video_backend import VideoInfo, VideoReadError, get_backend
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,10 @@ UNBUDGETED_REASONS = ("missing",)
 # the workers costs more than they save, and the files are probed in this process.
 PROBE_PROCESSES = min(8, 2 * (os.cpu_count() or 1))
 POOL_MIN_FILES = 64
+
+
+class TooManyBadFilesError(RuntimeError):
+    """More than data.max_bad_fraction of the samples are bad (bad files and bad segments)."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,37 @@ def scan_dataset(cfg, seed: int = 0, progress: Callable[[int], None] | None = No
             else:
                 scan.records[split].append(outcome)
     return scan
+
+
+def policy_error(scan: DatasetScan, cfg) -> Exception | None:
+    """The error training stops with at setup under `cfg`'s bad-data policy (a VideoDataConfig), or None.
+
+    bad_files='fail': the first bad sample. Always: a split whose every listed video is missing (a wrong
+    root, more likely than a dataset that vanished); more bad samples than data.max_bad_fraction allows;
+    a sample shorter than one clip when data.pad='none'."""
+    first = scan.first_bad()
+    if first is not None and cfg.bad_files == "fail":
+        return VideoReadError(first.path, first.reason, f"{first.full_detail()}; data.bad_files='fail'")
+    for split, entries in scan.entries.items():
+        rejected = scan.rejected.get(split, {})
+        if entries and len(rejected) == len(entries) and all(bad.reason == "missing" for bad in rejected.values()):
+            return ValueError(f"all {len(entries)} videos of the {split} split are missing (the first expected at "
+                              f"{entries[0].path}); is data.root right?")
+    bad, allowed = scan.budgeted_bad_samples(), math.floor(cfg.max_bad_fraction * scan.samples)
+    if bad > allowed:
+        budgeted = [b for rejected in scan.rejected.values() for b in rejected.values()
+                    if b.reason not in UNBUDGETED_REASONS]
+        kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(Counter(b.reason for b in budgeted).items()))
+        listing = "; ".join(b.describe() for b in list({(b.path, b.segment): b for b in budgeted}.values())[:10])
+        return TooManyBadFilesError(f"{bad} of {scan.samples} samples are bad ({kinds}), more than "
+                                    f"data.max_bad_fraction={cfg.max_bad_fraction} allows ({allowed}): {listing}")
+    span = clip_span(cfg.clip_len, cfg.frame_interval)
+    short = next((r for records in scan.records.values() for r in records if r.num_frames < span), None)
+    if cfg.pad == "none" and short is not None:
+        return ValueError(f"{short.path}: {short.num_frames} frames, but a clip spans {span} (data.clip_len="
+                          f"{cfg.clip_len}, data.frame_interval={cfg.frame_interval}) and data.pad='none'; use pad "
+                          "'loop' or 'repeat_last', or a shorter clip")
+    return None
 
 
 def sample_window(entry: VideoEntry, info: VideoInfo) -> VideoRecord | BadSample:

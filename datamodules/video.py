@@ -37,12 +37,10 @@ from datamodules.check import summarize
 from datamodules.config import VideoDataConfig
 from datamodules.loaders import SkippingDataLoader, SplitLoaders, make_loader, seeded_subset
 from datamodules.manifest import SPLITS
-from datamodules.sampling import clip_span
-from datamodules.scan import FILE_REASONS, SEGMENT_REASONS, UNBUDGETED_REASONS, DatasetScan, scan_dataset
+from datamodules.scan import (FILE_REASONS, SEGMENT_REASONS, UNBUDGETED_REASONS, DatasetScan, TooManyBadFilesError,
+                              policy_error, scan_dataset)
 from datamodules.transforms import VideoEvalTransform, VideoTrainTransform
-from datamodules.video_backend import VideoReadError
-from datamodules.video_dataset import (BadFileLedger, BadSampleBudget, TooManyBadFilesError, VideoClipDataset,
-                                       collate_skip_none)
+from datamodules.video_dataset import BadFileLedger, BadSampleBudget, VideoClipDataset, collate_skip_none
 
 __all__ = ["TooManyBadFilesError", "VideoDataModule"]
 
@@ -70,28 +68,9 @@ class VideoDataModule(SplitLoaders, pl.LightningDataModule):
         self.scan = scan = scan_dataset(cfg, self.seed)
         self.class_names = scan.class_names
         self.num_classes = len(self.class_names)
-        self._apply_bad_policy(scan)
-        budget = self._budget(scan)
-        span = clip_span(cfg.clip_len, cfg.frame_interval)
-        for split in SPLITS:
-            records = scan.records.get(split, [])
-            short = next((r for r in records if r.num_frames < span), None)
-            if cfg.pad == "none" and short is not None:
-                raise ValueError(f"{short.path}: {short.num_frames} frames, but a clip spans {span} (data.clip_len="
-                                 f"{cfg.clip_len}, data.frame_interval={cfg.frame_interval}) and data.pad="
-                                 "'none'; use pad 'loop' or 'repeat_last', or a shorter clip")
-            clips, transform = self._sampling(split)
-            self.datasets[split] = VideoClipDataset(
-                records, mode=split, transform=transform, clip_len=cfg.clip_len, frame_interval=cfg.frame_interval,
-                clips=clips, pad=cfg.pad, short_side=cfg.short_side, backend=cfg.backend,
-                threads=cfg.decode_threads, bad_files=cfg.bad_files, ledger=self.ledger, budget=budget)
-
-    def _apply_bad_policy(self, scan: DatasetScan) -> None:
-        """fail: raise at the first bad sample; skip: record, warn, and hold the bad samples to the budget."""
-        cfg = self.cfg
-        first = scan.first_bad()
-        if first is not None and cfg.bad_files == "fail":
-            raise VideoReadError(first.path, first.reason, f"{first.full_detail()}; data.bad_files='fail'")
+        error = policy_error(scan, cfg)
+        if error is not None:
+            raise error
         for bad in scan.bad_files.values():
             log.warning("skipping bad video %s", bad.describe())
             self.ledger.record(bad.path, bad.reason, bad.detail)
@@ -99,20 +78,14 @@ class VideoDataModule(SplitLoaders, pl.LightningDataModule):
             for bad in rejected.values():
                 if bad.segment is not None:
                     log.warning("skipping bad segment %s", bad.describe())
-        for split, entries in scan.entries.items():
-            if entries and all(bad.reason == "missing" for bad in scan.rejected[split].values()) \
-                    and len(scan.rejected[split]) == len(entries):
-                raise ValueError(f"all {len(entries)} videos of the {split} split are missing (the first expected "
-                                 f"at {entries[0].path}); is data.root right?")
-        bad, samples = scan.budgeted_bad_samples(), scan.samples
-        if bad > math.floor(cfg.max_bad_fraction * samples):
-            reasons = Counter(b.reason for rejected in scan.rejected.values() for b in rejected.values()
-                              if b.reason not in UNBUDGETED_REASONS)
-            listing = "; ".join(b.describe() for b in list(scan.bad_files.values())[:10]
-                                if b.reason not in UNBUDGETED_REASONS)
-            raise TooManyBadFilesError(
-                f"{bad} of {samples} samples are bad ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}), "
-                f"more than data.max_bad_fraction={cfg.max_bad_fraction} allows: {listing}")
+        budget = self._budget(scan)
+        for split in SPLITS:
+            clips, transform = self._sampling(split)
+            self.datasets[split] = VideoClipDataset(
+                scan.records.get(split, []), mode=split, transform=transform, clip_len=cfg.clip_len,
+                frame_interval=cfg.frame_interval, clips=clips, pad=cfg.pad, short_side=cfg.short_side,
+                backend=cfg.backend, threads=cfg.decode_threads, bad_files=cfg.bad_files, ledger=self.ledger,
+                budget=budget)
 
     def _budget(self, scan: DatasetScan) -> BadSampleBudget:
         usable: Counter[str] = Counter()

@@ -22,14 +22,10 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from datamodules.sampling import train_clip, uniform_clips
-from datamodules.scan import UNBUDGETED_REASONS, VideoRecord
+from datamodules.scan import UNBUDGETED_REASONS, TooManyBadFilesError, VideoRecord
 from datamodules.video_backend import VideoInfo, VideoReadError, get_backend
 
 log = logging.getLogger(__name__)
-
-
-class TooManyBadFilesError(RuntimeError):
-    """More than data.max_bad_fraction of the samples are bad (bad files and bad segments)."""
 
 
 @dataclass(frozen=True)
