@@ -118,8 +118,10 @@ class VideoDataModule(SplitLoaders, pl.LightningDataModule):
         """Exact counts: files and samples, bad ones in total, per reason (`bad/<reason>`: files for file
         reasons, samples for segment reasons) and per split (`<split>/files`, `<split>/bad_files`, ...);
         `bad_fraction` is what data.max_bad_fraction is compared with."""
-        bad = self.bad_files()
         scan = self.scan
+        if scan is None:  # before setup(): nothing read yet
+            return {}
+        bad = self.bad_files()
         quality: dict[str, float] = {}
         bad_samples = budgeted = 0
         for split, entries in scan.entries.items():
