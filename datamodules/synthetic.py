@@ -24,13 +24,14 @@ import numpy as np
 # Preference order for the H.264 encoder: FFmpeg builds differ in which ones they ship.
 _H264_ENCODERS = ("libx264", "h264", "libopenh264", "h264_v4l2m2m")
 _CODEC_ALIASES = {"h264": _H264_ENCODERS, "libx264": _H264_ENCODERS, "mpeg4": ("mpeg4",),
-                  "vp9": ("libvpx-vp9",)}  # vp9: Something-Something v2's .webm
+                  "vp9": ("libvpx-vp9",),  # Something-Something v2's .webm
+                  "av1": ("libsvtav1", "libaom-av1")}
 # Two classes move vertically: a horizontal-flip augmentation then leaves every label true.
 DIRECTION_NAMES = {2: ["down", "up"], 4: ["left", "right", "up", "down"]}
 
 
 def resolve_encoder(codec: str) -> str:
-    """Name of an encoder available in PyAV's FFmpeg for `codec` ("h264", "mpeg4" or "vp9")."""
+    """Name of an encoder available in PyAV's FFmpeg for `codec` ("h264", "mpeg4", "vp9" or "av1")."""
     import av
 
     if codec not in _CODEC_ALIASES:

@@ -185,11 +185,10 @@ class DecordBackend:
         info = probe_container(path)
         if info.codec not in self._opened_codecs:
             try:
-                reader = self._open(path, None)
+                self._open(path, None)  # dropped at once: opening is the whole question
             except VideoReadError as error:
                 raise VideoReadError(path, "unreadable", f"decord cannot open this {info.codec} file "
                                      f"({error.detail}); data.backend 'pyav' may") from error
-            del reader
             self._opened_codecs.add(info.codec)
         return info
 

@@ -98,3 +98,14 @@ def test_pyav_backend_reads_in_forked_workers_after_the_parent_read(index_videos
                                          collate_fn=lambda paths: backend.read(paths[0], [1, 2], (32, 32)))
     for clip in loader:
         np.testing.assert_array_equal(clip, expected)
+
+
+def test_probe_reports_codec_and_decord_refuses_a_codec_it_cannot_open_by_name(tmp_path):
+    from datamodules.synthetic import motion_frames, write_video
+    from datamodules.video_backend import VideoReadError
+
+    frames = motion_frames(0.0, frames=8, size=(64, 64), rng=np.random.default_rng(0))
+    path = str(write_video(tmp_path / "clip.mp4", frames, codec="av1"))
+    assert get_backend("pyav").probe(path) == VideoInfo(8, 25.0, 64, 64, codec="av1", header_frames=8)
+    with pytest.raises(VideoReadError, match=r"clip\.mp4: unreadable \(decord cannot open this av1 file"):
+        get_backend("decord").probe(path)
