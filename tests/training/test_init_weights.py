@@ -195,6 +195,21 @@ def test_attnlab_runs_and_registered_models_load_with_their_logits(form, source_
 
 
 @pytest.mark.slow  # trains and registers a source model (fit)
+def test_a_run_whose_local_checkpoint_is_gone_loads_the_one_logged_to_mlflow(source_run, shared_mlflow_uri, idx_root):
+    local = Path(source_run.checkpoint)
+    moved = local.with_suffix(".away")
+    local.rename(moved)
+    try:
+        cfg = validate_config(source_config("init-target", idx_root, shared_mlflow_uri, source="run:init-source"))
+        resolved = resolve(cfg)
+    finally:
+        moved.rename(local)
+    assert resolved.info.path != str(local) and Path(resolved.info.path).name == local.name
+    assert resolved.info.run_id == source_run.run_id
+    torch.testing.assert_close(resolved.state["fc.weight"], torch.load(local, weights_only=True)["state_dict"]["net.fc.weight"])
+
+
+@pytest.mark.slow  # trains and registers a source model (fit)
 @pytest.mark.parametrize(("source", "expected"), [
     ("models:/no-such-model@candidate", "no registered model named 'no-such-model'"),
     ("models:/init-source-model@production", "registered model 'init-source-model' has no alias 'production' "
