@@ -40,7 +40,7 @@ test: $(STAMP) fashion-mnist browser test-stack
 # service mid-job, checks MLflow and S3, then removes all it made. Needs root, or a running engine
 # (it installs Debian's docker.io and starts dockerd when none answers). ~25 min on 2 cores.
 test-stack: fashion-mnist
-	$(PYTHON) tests/deploy/stack/run.py
+	$(PYTHON) -m tests.deploy.stack.run
 
 demo: $(STAMP) fashion-mnist
 	$(VENV)/bin/attnlab demo

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-from common import StepFailed, get_json, http, run, wait_for
-from stack import Stack, wait_healthy
+from .common import StepFailed, get_json, http, run, wait_for
+from .stack import Stack, wait_healthy
 
 EXPERIMENT = "stack-test"
 RUN_NAME = "stack-test-ddp"

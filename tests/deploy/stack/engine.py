@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import StepFailed, command_line, run
+from .common import StepFailed, command_line, run
 
+DEBIAN_CLI = "/usr/bin/docker"  # docker.io's 20.10 CLI
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 60.0
 
@@ -74,7 +75,7 @@ def apt_install(packages: list[str]) -> None:
 
 
 def buildkit_cli() -> str:
-    candidates = [path for path in (shutil.which("docker"), "/usr/bin/docker") if path and os.access(path, os.X_OK)]
+    candidates = [path for path in (shutil.which("docker"), DEBIAN_CLI) if path and os.access(path, os.X_OK)]
     for path in dict.fromkeys(candidates):
         version = subprocess.run([path, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True)
         major = version.stdout.strip().split(".")[0]

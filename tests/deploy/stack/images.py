@@ -17,8 +17,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import StepFailed, run
-from engine import Engine, apt_install
+from .common import StepFailed, run
+from .engine import Engine, apt_install
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKER = REPO / "docker"

@@ -1,6 +1,7 @@
 """`make test-stack`: build the images, bring the compose stack up, train through it, tear it down.
 
-    python3 tests/deploy/stack/run.py        (as root on Debian, or with a running Docker engine)
+    python3 -m tests.deploy.stack.run        (from the repository root; as root on Debian, or
+                                             with a running Docker engine)
 
 Steps, each named in the failure message: engine, image build, health, job, restart, MLflow, S3,
 teardown. Whatever happens, everything the test created is removed at the end (containers,
@@ -21,13 +22,11 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from checks import check_job, check_mlflow, check_nothing_lost, check_s3, restart_service  # noqa: E402
-from common import StepFailed  # noqa: E402
-from engine import Engine, ensure_engine, stop_engine  # noqa: E402
-from images import DOCKER, Images, build_all, remove  # noqa: E402
-from stack import Stack, down, status_report, up, write_env  # noqa: E402
+from .checks import check_job, check_mlflow, check_nothing_lost, check_s3, restart_service
+from .common import StepFailed
+from .engine import Engine, ensure_engine, stop_engine
+from .images import DOCKER, Images, build_all, remove
+from .stack import Stack, down, status_report, up, write_env
 
 TAG = "0.1.0-stacktest"
 PROJECT = "attnlab-stacktest"

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import StepFailed, get_json, run, wait_for
-from engine import Engine
-from images import DOCKER, REPO
+from .common import StepFailed, get_json, run, wait_for
+from .engine import Engine
+from .images import DOCKER, REPO
 
 # Every service with a health check, in the order compose starts them; minio-init runs once.
 HEALTHY = ["postgres", "minio", "mlflow", "ray-head", "ray-worker-cpu", "attnlab"]
