@@ -44,7 +44,8 @@ class Stack:
         return f"http://127.0.0.1:{self.values[port_variable]}"
 
     def container(self, service: str) -> str:
-        ids = run(self.compose("ps", "-q", service), env=self.engine.env, quiet=True).split()
+        # Polled every few seconds: not echoed like the commands a user would type.
+        ids = subprocess.run(self.compose("ps", "-q", service), capture_output=True, text=True, env=self.engine.env).stdout.split()
         if not ids:
             raise StepFailed(f"no container for service {service}")
         return ids[0]
