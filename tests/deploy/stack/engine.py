@@ -98,7 +98,8 @@ def stop_engine(engine: Engine) -> list[str]:
         except subprocess.TimeoutExpired:
             _kill_group(engine.process)
     assert engine.private_root is not None
-    shutil.rmtree(engine.private_root, ignore_errors=True)
+    # --one-file-system: should dockerd leave a mount behind, never delete through it.
+    subprocess.run(["rm", "-rf", "--one-file-system", str(engine.private_root)], capture_output=True)
     return [str(engine.private_root)] if engine.private_root.exists() else []
 
 

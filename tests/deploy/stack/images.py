@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import StepFailed, run
+from .common import StepFailed, command_line, run
 from .engine import Engine, apt_install
 
 REPO = Path(__file__).resolve().parents[3]
@@ -55,7 +55,7 @@ class Images:
               " using a local stand-in")
         return False
 
-    def build(self, name: str, dockerfile: Path, context: Path, **build_args: str) -> str:
+    def build_command(self, name: str, dockerfile: Path, context: Path, **build_args: str) -> list[str]:
         command = [self.engine.docker, "build", "--progress=plain", "-f", str(dockerfile.relative_to(REPO)), "-t", name]
         for key, value in build_args.items():
             command += ["--build-arg", f"{key}={value}"]
@@ -63,17 +63,53 @@ class Images:
             command += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
         if self.ca_bundle and "RUN --mount=type=secret,id=ca-certificates" in dockerfile.read_text():
             command += ["--secret", f"id=ca-certificates,src={self.ca_bundle}"]
-        command.append(str(context.relative_to(REPO)) if context != REPO else ".")
-        started = time.monotonic()
         self.built.append(name)  # before the build: a half-built tag is removed all the same
-        run(command, env=self.engine.env, timeout=BUILD_TIMEOUT)
+        return [*command, str(context.relative_to(REPO)) if context != REPO else "."]
+
+    def build(self, name: str, dockerfile: Path, context: Path, **build_args: str) -> str:
+        started = time.monotonic()
+        run(self.build_command(name, dockerfile, context, **build_args), env=self.engine.env, timeout=BUILD_TIMEOUT)
         self.seconds[name] = time.monotonic() - started
         return name
+
+    def start_build(self, name: str, dockerfile: Path, context: Path, log: Path, **build_args: str) -> Background:
+        """The same build in the background, its output in `log`: pip in one build and pip in another
+        keep both cores busy where one alone leaves one idle."""
+        command = self.build_command(name, dockerfile, context, **build_args)
+        print(f"+ {command_line(command)} > {log} &", flush=True)
+        with open(log, "w") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=self.engine.env)
+        return Background(name, process, log, time.monotonic())
 
     def size(self, image: str) -> int:
         result = subprocess.run([self.engine.docker, "image", "inspect", "-f", "{{.Size}}", image],
                                 capture_output=True, text=True, env=self.engine.env)
         return int(result.stdout.strip()) if result.returncode == 0 else 0
+
+
+@dataclass
+class Background:
+    name: str
+    process: subprocess.Popen
+    log: Path
+    started: float
+
+    def wait(self, images: Images) -> None:
+        try:
+            code = self.process.wait(timeout=max(1.0, BUILD_TIMEOUT - (time.monotonic() - self.started)))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = None
+        tail = "".join(self.log.read_text(errors="replace").splitlines(keepends=True)[-60:])
+        if code != 0:
+            raise StepFailed(f"building {self.name} {'timed out' if code is None else f'exited {code}'}:\n{tail}")
+        images.seconds[self.name] = time.monotonic() - self.started
+        print(f"built {self.name} in {images.seconds[self.name]:.0f} s")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def third_party_images() -> dict[str, str]:
@@ -138,15 +174,21 @@ def build_all(images: Images, workdir: Path) -> dict[str, str]:
     if not have["python"]:
         python = images.build(f"attnlab-standin/python:{tag}", STANDINS / "Dockerfile.python", STANDINS,
                               DEBIAN_IMAGE=debian)
-    if not have["postgres"]:
-        images.build(f"attnlab-standin/postgres:{tag}", STANDINS / "Dockerfile.postgres", STANDINS, DEBIAN_IMAGE=debian)
-        images.overrides.append(STANDINS / "compose.postgres.yaml")
-    if not (have["minio"] and have["mc"]):
-        images.build(f"attnlab-standin/s3:{tag}", STANDINS / "Dockerfile.s3", STANDINS, PYTHON_IMAGE=python)
-        images.overrides.append(STANDINS / "compose.s3.yaml")
     index = torch_index()
-    images.build(f"attnlab-mlflow:{tag}", DOCKER / "Dockerfile.mlflow", REPO, PYTHON_IMAGE=python)
-    images.build(f"attnlab:{tag}", DOCKER / "Dockerfile", REPO, PYTHON_IMAGE=python, TORCH_INDEX_URL=index)
+    cpu = images.start_build(f"attnlab:{tag}", DOCKER / "Dockerfile", REPO, workdir / "build-attnlab.log",
+                             PYTHON_IMAGE=python, TORCH_INDEX_URL=index)
+    try:
+        images.build(f"attnlab-mlflow:{tag}", DOCKER / "Dockerfile.mlflow", REPO, PYTHON_IMAGE=python)
+        if not have["postgres"]:
+            images.build(f"attnlab-standin/postgres:{tag}", STANDINS / "Dockerfile.postgres", STANDINS,
+                         DEBIAN_IMAGE=debian)
+            images.overrides.append(STANDINS / "compose.postgres.yaml")
+        if not (have["minio"] and have["mc"]):
+            images.build(f"attnlab-standin/s3:{tag}", STANDINS / "Dockerfile.s3", STANDINS, PYTHON_IMAGE=python)
+            images.overrides.append(STANDINS / "compose.s3.yaml")
+        cpu.wait(images)
+    finally:
+        cpu.stop()
     return {"PYTHON_IMAGE": python, "TORCH_INDEX_URL": index}
 
 

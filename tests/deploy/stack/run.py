@@ -72,6 +72,7 @@ def main() -> int:
     images: Images | None = None
     stack: Stack | None = None
     sizes: dict[str, int] = {}
+    build_values: dict[str, str] = {}
     failure: str | None = None
     try:
         with step("engine"):
@@ -102,7 +103,7 @@ def main() -> int:
         failure = "stack test interrupted"
     finally:
         failure = teardown(engine, images, stack, workdir) or failure
-    report(sizes, time.monotonic() - started)
+    report(sizes, build_values.get("TORCH_INDEX_URL"), time.monotonic() - started)
     if failure:
         print(f"\n{failure}", file=sys.stderr)
         return 1
@@ -111,19 +112,22 @@ def main() -> int:
 
 
 def teardown(engine: Engine | None, images: Images | None, stack: Stack | None, workdir: Path) -> str | None:
-    """Remove everything this run created; returns a failure message if something stays behind."""
+    """Remove everything this run created; returns a failure message if something stays behind.
+
+    An engine started here goes with its whole data root (containers, volumes, images, build cache
+    at once); on an engine that was already running, only what this run made is removed."""
     left: list[str] = []
     try:
         with step("teardown"):
-            if stack is not None:
-                left += [f"volume {name}" for name in down(stack)]
-            if images is not None:
-                left += [f"image {name}" for name in remove(images)]
             if engine is not None and engine.started_here:
                 left += stop_engine(engine)
-            elif engine is not None and images is not None and images.built:
-                # The builds' cache records hold the layers of the removed images: drop the unused ones.
-                subprocess.run([engine.docker, "builder", "prune", "-f"], capture_output=True, env=engine.env)
+            elif engine is not None:
+                if stack is not None:
+                    left += [f"volume {name}" for name in down(stack)]
+                if images is not None:
+                    left += [f"image {name}" for name in remove(images)]
+                    # The builds' cache records hold the removed images' layers: drop the unused ones.
+                    subprocess.run([engine.docker, "builder", "prune", "-f"], capture_output=True, env=engine.env)
             shutil.rmtree(workdir, ignore_errors=True)
             if left:
                 raise StepFailed(f"left behind: {', '.join(left)}")
@@ -132,9 +136,9 @@ def teardown(engine: Engine | None, images: Images | None, stack: Stack | None, 
     return None
 
 
-def report(sizes: dict[str, int], total: float) -> None:
+def report(sizes: dict[str, int], torch_index: str | None, total: float) -> None:
     if sizes:
-        print("\nimage sizes:")
+        print(f"\nimage sizes (torch from {torch_index}):")
         for name, size in sizes.items():
             print(f"  {name:<45} {size / 1e9:6.2f} GB")
     print("step times: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
