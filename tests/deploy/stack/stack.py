@@ -44,8 +44,11 @@ class Stack:
         return f"http://127.0.0.1:{self.values[port_variable]}"
 
     def container(self, service: str) -> str:
-        # Polled every few seconds: not echoed like the commands a user would type.
-        ids = subprocess.run(self.compose("ps", "-q", service), capture_output=True, text=True, env=self.engine.env).stdout.split()
+        # Polled every few seconds, so the docker CLI (compose 1.x starts a Python interpreter per call),
+        # by the labels both compose versions set; not echoed like the commands a user would type.
+        labels = [f"label=com.docker.compose.project={self.project}", f"label=com.docker.compose.service={service}"]
+        command = [self.engine.docker, "ps", "-aq", "--filter", labels[0], "--filter", labels[1]]
+        ids = subprocess.run(command, capture_output=True, text=True, env=self.engine.env).stdout.split()
         if not ids:
             raise StepFailed(f"no container for service {service}")
         return ids[0]
