@@ -6,12 +6,14 @@ errors (extra="forbid"), so a typo fails at load time, not after an hour of trai
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Split = Literal["train", "val", "test"]
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+# Image dataset -> (channels, native side): the transforms resize to it, a search budget sizes nets by it.
+IMAGE_NATIVE_SHAPE = {"fashion_mnist": (1, 28), "mnist": (1, 28), "cifar10": (3, 32), "folder": (3, 224)}
 
 
 class LoaderConfig(BaseModel):
@@ -51,6 +53,12 @@ class ImageDataConfig(LoaderConfig):
         if self.root is None and self.dataset != "fashion_mnist":
             raise ValueError(f"data.root is required for dataset={self.dataset!r}")
         return self
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one sample, known without reading the data."""
+        channels, native = IMAGE_NATIVE_SHAPE[self.dataset]
+        side = self.image_size or native
+        return (channels, side, side)
 
 
 class VideoDataConfig(LoaderConfig):
@@ -113,6 +121,10 @@ class VideoDataConfig(LoaderConfig):
     def jitter_range(self) -> tuple[int, int]:
         return self.scale_jitter or (self.short_side, round(self.short_side * 1.25))
 
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of one clip, known without reading the data."""
+        return (3, self.clip_len, self.crop_size, self.crop_size)
+
     @property
     def clip_span(self) -> int:
         """Frames covered by one clip: (clip_len - 1) * frame_interval + 1."""
@@ -120,3 +132,7 @@ class VideoDataConfig(LoaderConfig):
 
 
 DataConfig = Annotated[ImageDataConfig | VideoDataConfig, Field(discriminator="kind")]
+
+# kind -> its config class, read off the union: where errors and schemas need the data kinds by name.
+DATA_KINDS: dict[str, type[LoaderConfig]] = {config.model_fields["kind"].default: config
+                                             for config in get_args(get_args(DataConfig)[0])}

@@ -14,6 +14,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from datamodules.config import IMAGE_NATIVE_SHAPE
+
 # Per-dataset normalisation statistics (training split) and native image sides.
 IMAGE_STATS = {
     "fashion_mnist": ((0.2860,), (0.3530,)),
@@ -21,7 +23,7 @@ IMAGE_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "folder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
 }
-NATIVE_SIZE = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "folder": 224}
+NATIVE_SIZE = {dataset: side for dataset, (_, side) in IMAGE_NATIVE_SHAPE.items()}
 
 
 def _normalise(mean, std) -> list:

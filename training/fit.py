@@ -78,21 +78,13 @@ def _launched_as_rank_zero() -> bool:
 def build_parts(cfg: TrainConfig):
     """(datamodule after setup("fit"), the family's LightningModule over the built network)."""
     from datamodules import build_datamodule
-    from modules.backbones import build_backbone
     from modules.lightning import MODULES
 
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    family = cfg.model.family
-    block_kw = dict(cfg.model.block)
-    if cfg.model.reduction is not None:
-        block_kw["reduction"] = cfg.model.reduction
-    net = build_backbone(cfg.model.backbone, num_classes=datamodule.num_classes,
-                         in_channels=datamodule.sample_shape[0],
-                         block=None if family == "none" else family,
-                         placement=None if family == "none" else cfg.model.placement, **block_kw)
-    module = MODULES[family](net, num_classes=datamodule.num_classes, optim=cfg.optim.model_dump(mode="json"),
+    net = cfg.model.build(num_classes=datamodule.num_classes, in_channels=datamodule.sample_shape[0])
+    module = MODULES[cfg.model.family](net, num_classes=datamodule.num_classes, optim=cfg.optim.model_dump(mode="json"),
                              class_names=list(datamodule.class_names), channels_last=cfg.model.channels_last,
                              compile=cfg.model.compile)
     return datamodule, module
