@@ -11,7 +11,7 @@ video-level accuracy.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -115,8 +115,7 @@ class AttentionClassifier(pl.LightningModule):
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         steps_per_epoch = max(1, total_steps // epochs)
-        schedule = lr_schedule(optim, total_steps, steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = lr_scheduler(optimizer, optim, total_steps, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- figures --------------------------------------------------------------------------------
@@ -137,22 +136,40 @@ def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: b
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_schedule(optim: dict[str, Any], total_steps: int, steps_per_epoch: int):
-    """Multiplier of the base lr per optimizer step: linear warmup, then cosine / step / constant."""
+def lr_scheduler(optimizer: torch.optim.Optimizer, optim: dict[str, Any], total_steps: int,
+                 steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's schedulers, stepped once per optimizer step: a linear warm-up from lr/100 over
+    `warmup_epochs` (LinearLR), then cosine to 0 at `total_steps` (CosineAnnealingLR), ×gamma at each
+    milestone epoch (MultiStepLR; milestones count from the start of training) or constant (ConstantLR),
+    chained by SequentialLR."""
+    from torch.optim import lr_scheduler as schedulers
+
     warmup = int(optim["warmup_epochs"] * steps_per_epoch)
-    milestones = [m * steps_per_epoch for m in optim["milestones"]]
+    if optim["schedule"] == "cosine":
+        main = schedulers.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup))
+    elif optim["schedule"] == "step":
+        # SequentialLR restarts the step count at the end of warm-up; earlier milestones count at once.
+        main = schedulers.MultiStepLR(optimizer, milestones=[m * steps_per_epoch - warmup for m in optim["milestones"]],
+                                      gamma=optim["gamma"])
+    else:
+        main = schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup == 0:
+        return main
+    warm_up = schedulers.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
+    return schedulers.SequentialLR(optimizer, [warm_up, main], milestones=[warmup])
 
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return 0.01 + 0.99 * step / warmup
-        if optim["schedule"] == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if optim["schedule"] == "step":
-            return optim["gamma"] ** sum(step >= m for m in milestones)
-        return 1.0
 
-    return multiplier
+def lr_schedule(optim: dict[str, Any], total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The multiplier of the base lr at each optimizer step 0..total_steps, read off `lr_scheduler`
+    (for plots and tests); later steps keep the last value."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = lr_scheduler(probe, optim, total_steps, steps_per_epoch)
+    multipliers = []
+    for _ in range(total_steps + 1):
+        multipliers.append(probe.param_groups[0]["lr"])
+        probe.step()  # no gradients: nothing moves, but torch sees the optimizer step it expects first
+        scheduler.step()
+    return lambda step: multipliers[min(step, total_steps)]
 
 
 def _metric_safe(name: str) -> str:
