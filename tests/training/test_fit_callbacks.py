@@ -15,6 +15,7 @@ def test_ray_train_callbacks_on_a_local_run_are_refused_not_dropped(idx_root, tm
         fit(cfg, run_callbacks=[object()])
 
 
+@pytest.mark.slow  # an end-to-end training run
 def test_a_local_run_calls_the_callers_lightning_callbacks(idx_root, shared_mlflow_uri, tmp_path, configs):
     config = configs.image("with-callback", idx_root, "none", backbone="resnet18_small")
     config["tracking"].update(uri=shared_mlflow_uri, log_model=False, figures=False)
