@@ -1,6 +1,6 @@
 """The LightningModule shared by every block family: steps, metrics, optimiser and schedule.
 
-It receives a built network (STYLE.md: thin modules, injected nets); the family subclasses add only
+It receives a built network (thin modules, injected nets); the family subclasses add only
 what their paper shows as figures (`figures(batches) -> {artifact file name: matplotlib Figure}`).
 
 Batch contract (datamodules): `(x, y)`, x float `(B, C, H, W)` or `(B, C, T, H, W)`, y int64 `(B,)`.
