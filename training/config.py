@@ -225,16 +225,25 @@ def apply_override(raw: dict, override: str) -> None:
     key, sep, value = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected KEY.PATH=VALUE, e.g. optim.lr=0.01")
-    *parents, leaf = key.strip().split(".")
+    try:
+        set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    except ConfigError as error:
+        raise ConfigError(f"--set {override!r}: {error}") from None
+
+
+def set_path(raw: dict, path: str, value: Any) -> None:
+    """Set the dotted `path` (`optim.lr`) in a raw config dict, creating missing sections: the one
+    way `--set` overrides and search-space values reach a config."""
+    *parents, leaf = path.split(".")
     node = raw
     for part in parents:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: {part!r} is not a section")
+            raise ConfigError(f"{part!r} is not a section")
         node = child
-    node[leaf] = yaml.safe_load(value) if value.strip() else None
+    node[leaf] = value
 
 
 def validate_config(raw: dict, source: str | None = None) -> TrainConfig:
