@@ -3,7 +3,8 @@
 It receives a built network (thin modules, injected nets); the family subclasses add only
 what their paper shows as figures (`figures(batches) -> {artifact file name: matplotlib Figure}`).
 
-Batch contract (datamodules): `(x, y)`, x float `(B, C, H, W)` or `(B, C, T, H, W)`, y int64 `(B,)`.
+Batch contract (`datamodules.batch.Batch`, a NamedTuple): `(x, y)`, x float `(B, C, H, W)` or
+`(B, C, T, H, W)`, y int64 `(B,)`.
 Video test batches carry all K clips of each video, x `(B, K, C, T, H, W)`: the video's prediction is
 the average of the K clips' softmax (the Non-local paper's multi-clip testing), so `test/acc` is
 video-level accuracy.
@@ -12,7 +13,7 @@ video-level accuracy.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
+
+if TYPE_CHECKING:
+    from datamodules.batch import Batch
 
 
 class AttentionClassifier(pl.LightningModule):
@@ -71,7 +75,7 @@ class AttentionClassifier(pl.LightningModule):
 
     # ---- steps ----------------------------------------------------------------------------------
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Batch, batch_idx: int):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
@@ -80,7 +84,7 @@ class AttentionClassifier(pl.LightningModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
-    def _evaluate(self, batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
+    def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
         x, y = batch
         probabilities = self.predict_probabilities(x)
         loss = F.nll_loss(probabilities.clamp_min(1e-12).log(), y)
@@ -89,10 +93,10 @@ class AttentionClassifier(pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return probabilities
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Batch, batch_idx: int):
         self._evaluate(batch, self.val_metrics, "val")
 
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch: Batch, batch_idx: int):
         probabilities = self._evaluate(batch, self.test_metrics, "test")
         self.test_per_class.update(probabilities, batch[1])
 
@@ -120,7 +124,7 @@ class AttentionClassifier(pl.LightningModule):
 
     # ---- figures --------------------------------------------------------------------------------
 
-    def figures(self, batches: list) -> dict[str, Any]:
+    def figures(self, batches: list[Batch]) -> dict[str, Any]:
         """The family's paper figures from a few test batches; the baseline has none."""
         return {}
 
