@@ -17,11 +17,11 @@ file under ``modules/blocks/`` plus one ``Family(...)`` entry below (docs/extend
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pkgutil import resolve_name
 from typing import Any
 
 BASELINE = "none"  # model.family of a plain backbone: no blocks, the shared LightningModule
@@ -32,8 +32,7 @@ ATTACH_POINTS = ("pre", "branch", "identity", "post", "spatial_convs")
 
 def load(path: str) -> Any:
     """``"package.module:Name"`` -> the object, importing the module on first use."""
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return resolve_name(path)
 
 
 def accepted_keywords(block_class: type) -> list[str] | None:
