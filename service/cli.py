@@ -11,9 +11,10 @@ import argparse
 import importlib
 import sys
 
-# In layer order (docs/contracts.md): training (train, demo, registry) -> tuning (tune) -> service.
+# In layer order (docs/contracts.md): training (train, demo, registry, data) -> tuning (tune) -> service.
 COMMAND_MODULES = [
     "training.cli",
+    "training.data_check",
     "tuning.cli",
     "service.commands",
 ]

@@ -2,8 +2,8 @@
 
 config -> DataModule -> backbone with blocks at the placement -> the family's LightningModule ->
 Trainer (devices/strategy/nodes from the config) -> MLflow (params, metrics per step/epoch, the
-resolved config, data-quality counts, the family's figures, checkpoints, the model with signature)
--> optional registration under a name with an alias. `training.fit.fit` runs it in this process;
+resolved config, the dataset report of `attnlab data check` and data-quality counts, the family's
+figures, checkpoints, the model with signature) -> optional registration under a name with an alias. `training.fit.fit` runs it in this process;
 the Ray Train path (training/ray_train.py) runs it in each worker with a `ProcessRole` of its own —
 this module never imports the Ray path.
 
@@ -159,7 +159,10 @@ def run_training(cfg: TrainConfig, *, callbacks: list | None = None, role: Proce
                                       default_root_dir=str(tracking.run_dir(cfg.name))))
 
     if trainer.is_global_zero:
+        from training.data_check import log_data_summary
+
         _log_config(logger, cfg, run)
+        log_data_summary(uri, logger.run_id, datamodule)
         if resume:
             print(f"resuming {cfg.name!r} from {resume}")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

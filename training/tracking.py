@@ -136,9 +136,18 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
         client(uri).log_param(run_id, key, value)
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, float]) -> None:
-    for key, value in metrics.items():
-        client(uri).log_metric(run_id, key, value)
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """All `metrics` in one request, at `step`."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client(uri).log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()])
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list:
+    return client(uri).get_metric_history(run_id, key)
 
 
 def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
