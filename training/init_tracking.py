@@ -7,11 +7,15 @@
 - a registered version fine-tuned from a registered model gets the version tag
   `attnlab.finetuned_from` = `models:/NAME/VERSION` and a description saying so, so the MLflow
   registry links the two versions.
+The MLflow calls themselves are training/tracking.py's.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
+
+from training import tracking
 
 if TYPE_CHECKING:
     from modules.pretrained import LoadingReport
@@ -20,33 +24,30 @@ REPORT_TEXT = "init/loading_report.txt"
 REPORT_JSON = "init/loading_report.json"
 FINETUNED_FROM_TAG = "attnlab.finetuned_from"
 FINETUNED_FROM_RUN_TAG = "attnlab.finetuned_from_run"
-SOURCE_TAG = "attnlab.init.source"
+TAG_PREFIX = "attnlab.init."
+SOURCE_TAG = TAG_PREFIX + "source"
 
 
-def record(client, run_id: str, report: LoadingReport | None, existing_tags: dict[str, str]) -> None:
+def record(uri: str, run_id: str, report: LoadingReport | None, existing_tags: dict[str, str]) -> None:
     """Print the report and log it with the source tags (tags only on the run's first start: a resumed
     run keeps naming the weights it started from, even if an alias has moved since)."""
     if report is None:
         return
-    from training.init_weights import TAG_PREFIX
-
     print(report.format())
     if SOURCE_TAG not in existing_tags:
-        for key, value in report.source.items():
-            client.set_tag(run_id, TAG_PREFIX + key, value)
-    client.log_text(run_id, report.format(), REPORT_TEXT)
-    client.log_dict(run_id, report.to_dict(), REPORT_JSON)
+        tracking.set_tags(uri, run_id, {TAG_PREFIX + key: value for key, value in report.source.items()})
+    tracking.log_text(uri, run_id, report.format(), REPORT_TEXT)
+    tracking.log_text(uri, run_id, json.dumps(report.to_dict(), indent=1), REPORT_JSON)
 
 
-def link_version(client, model_name: str | None, version: str | None, report: LoadingReport | None) -> None:
+def link_version(uri: str, model_name: str | None, version: str | None, report: LoadingReport | None) -> None:
     """Tag a newly registered version with the registered model (or run) its weights started from."""
     if report is None or not model_name or version is None:
         return
     source = report.source
     origin = source.get("model_uri") if source.get("model_name") else None
-    if origin:
-        client.set_model_version_tag(model_name, version, FINETUNED_FROM_TAG, origin)
+    tags = {FINETUNED_FROM_TAG: origin} if origin else {}
     if source.get("run_id"):
-        client.set_model_version_tag(model_name, version, FINETUNED_FROM_RUN_TAG, source["run_id"])
+        tags[FINETUNED_FROM_RUN_TAG] = source["run_id"]
     described = origin or source.get("model_uri") or source.get("path") or source.get("source")
-    client.update_model_version(model_name, version, description=f"Fine-tuned from {described}.")
+    tracking.describe_model_version(uri, model_name, version, tags, f"Fine-tuned from {described}.")

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from modules.pretrained import LoadingReport
     from training.config import TrainConfig
 
-TAG_PREFIX = "attnlab.init."
 FILE_EXPECTED = ("expected a state dict saved with torch.save(model.state_dict()), a timm checkpoint, an attnlab "
                  ".ckpt or a .safetensors file")
 
@@ -60,9 +59,6 @@ class InitSource:
 
     def as_dict(self) -> dict[str, str]:
         return {key: str(value) for key, value in asdict(self).items() if value is not None}
-
-    def tags(self) -> dict[str, str]:
-        return {TAG_PREFIX + key: value for key, value in self.as_dict().items()}
 
 
 @dataclass
@@ -176,15 +172,14 @@ def _sha256(path: Path) -> str:
 
 def _from_run(source: str, name: str, uri: str) -> Resolved:
     """The checkpoint of the attnlab run `name`: the one its MLflow run recorded, else its last.ckpt."""
-    run = _find_named_run(uri, name)
+    run = tracking.find_named_run_anywhere(uri, name)
+    recorded = run.data.tags.get(tracking.CHECKPOINT_TAG) if run is not None else None
     checkpoints = tracking.run_dir(name) / "checkpoints"
-    candidates = []
-    if run is not None and run.data.tags.get(tracking.CHECKPOINT_TAG):
-        candidates.append(Path(run.data.tags[tracking.CHECKPOINT_TAG]))
-    candidates.append(checkpoints / "last.ckpt")
+    candidates = ([Path(recorded)] if recorded else []) + [checkpoints / "last.ckpt"]
     path = next((candidate for candidate in candidates if candidate.is_file()), None)
-    if path is None and run is not None and run.data.tags.get(tracking.CHECKPOINT_TAG):
-        path = _download_checkpoint(uri, run, Path(run.data.tags[tracking.CHECKPOINT_TAG]).name)
+    if path is None and recorded:  # another machine, or the local file is gone: the copy the run logged
+        path = tracking.download_artifact(uri, run.info.run_id, f"checkpoints/{Path(recorded).name}",
+                                          tempfile.mkdtemp(prefix="attnlab-init-"))
     if path is None:
         known = "" if run is None else f" (MLflow run {run.info.run_id} has no checkpoint yet)"
         raise InitError(f"model.init.source {source!r}: not a file, and no attnlab run named {name!r} with a "
@@ -195,37 +190,12 @@ def _from_run(source: str, name: str, uri: str) -> Resolved:
                                       run_id=run.info.run_id if run else None, run_name=name))
 
 
-def _find_named_run(uri: str, name: str):
-    client = tracking.client(uri)
-    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    if not experiments:
-        return None
-    runs = client.search_runs(experiments, filter_string=f"tags.`{tracking.RUN_NAME_TAG}` = '{name}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
-
-
-def _download_checkpoint(uri: str, run, filename: str) -> Path | None:
-    try:
-        folder = tempfile.mkdtemp(prefix="attnlab-init-")
-        return Path(tracking.client(uri).download_artifacts(run.info.run_id, f"checkpoints/{filename}", folder))
-    except Exception:  # no such artifact: the caller reports the run as having no checkpoint
-        return None
-
-
 def _from_mlflow_model(source: str, uri: str) -> Resolved:
-    from mlflow.exceptions import MlflowException
-
     info = _model_version(source, uri)
     try:
-        import mlflow
-
-        with tracking.isolated_tracking_state():
-            mlflow.set_tracking_uri(uri)
-            model = mlflow.pytorch.load_model(info.model_uri)
-    except MlflowException as error:
-        raise InitError(f"model.init.source {source!r}: cannot load a PyTorch model from {info.model_uri} in "
-                        f"{uri}: {error.message}") from None
+        model = tracking.load_pytorch_model(uri, info.model_uri)
+    except tracking.NotFound as error:
+        raise InitError(f"model.init.source {source!r}: {error}") from None
     if not hasattr(model, "state_dict"):
         raise InitError(f"model.init.source {source!r}: {info.model_uri} is not a PyTorch network")
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
@@ -234,39 +204,20 @@ def _from_mlflow_model(source: str, uri: str) -> Resolved:
 
 def _model_version(source: str, uri: str) -> InitSource:
     """The registered version (or run) behind `source`; InitError naming what exists when it is unknown."""
-    from mlflow.exceptions import MlflowException
-
-    client = tracking.client(uri)
     run_uri = RUN_URI.match(source)
     if run_uri:
-        try:
-            run = client.get_run(run_uri["run_id"])
-        except MlflowException:
-            raise InitError(f"model.init.source {source!r}: no MLflow run {run_uri['run_id']} in {uri}") from None
+        run = tracking.run_or_none(uri, run_uri["run_id"])
+        if run is None:
+            raise InitError(f"model.init.source {source!r}: no MLflow run {run_uri['run_id']} in {uri}")
         return InitSource(source, "model", model_uri=source, run_id=run.info.run_id,
                           run_name=run.data.tags.get(tracking.RUN_NAME_TAG))
     match = MODEL_URI.match(source)
-    name, alias, version = match["name"], match["alias"], match["version"]
+    name = match["name"]
     try:
-        model = client.get_registered_model(name)
-    except MlflowException:
-        names = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
-        raise InitError(f"model.init.source {source!r}: no registered model named {name!r} in {uri} "
-                        f"(registered models: {names})") from None
-    try:
-        found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException:
-        what = f"alias {alias!r}" if alias else f"version {version}"
-        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())) or "none"
-        versions = ", ".join(sorted((str(v.version) for v in client.search_model_versions(f"name = '{name}'")),
-                                    key=int)) or "none"
-        raise InitError(f"model.init.source {source!r}: registered model {name!r} has no {what} "
-                        f"(versions: {versions}; aliases: {aliases})") from None
-    run_name = None
-    if found.run_id:
-        try:
-            run_name = client.get_run(found.run_id).data.tags.get(tracking.RUN_NAME_TAG)
-        except MlflowException:
-            run_name = None
-    return InitSource(source, "model", model_uri=f"models:/{name}/{found.version}", model_name=name,
-                      model_version=str(found.version), run_id=found.run_id, run_name=run_name)
+        version, run_id = tracking.resolve_model_version(uri, name, alias=match["alias"], version=match["version"])
+    except tracking.NotFound as error:
+        raise InitError(f"model.init.source {source!r}: {error}") from None
+    run = tracking.run_or_none(uri, run_id) if run_id else None
+    return InitSource(source, "model", model_uri=f"models:/{name}/{version}", model_name=name, model_version=version,
+                      run_id=run_id, run_name=run.data.tags.get(tracking.RUN_NAME_TAG) if run else None)
+
