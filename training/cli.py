@@ -74,10 +74,16 @@ def _train(path: Path, overrides: list[str], demo: bool = False) -> int:
               file=sys.stderr)
         return 2
 
+    from training.checkpoints import CheckpointError, CheckpointWriteError
     from training.fit import fit
+    from training.run_lock import RunLockedError
 
     started = time.monotonic()
-    result = fit(cfg)
+    try:
+        result = fit(cfg)
+    except (CheckpointWriteError, CheckpointError, RunLockedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if result.run_id is None:  # a DDP rank other than 0: rank 0 prints the summary
         return 0
     _print_summary(result, time.monotonic() - started, demo)

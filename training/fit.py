@@ -6,10 +6,11 @@ step/epoch, the resolved config, data-quality counts, the family's figures, chec
 with signature) -> optional registration under a name with an alias.
 
 Resume: a run is known by its name. Checkpoints live in `$ATTNLAB_HOME/runs/<name>/checkpoints`;
-`last.ckpt` is rewritten (atomically: Lightning saves through an fsspec transaction, i.e. a temp file
-renamed into place) every `trainer.checkpoint_every_n_steps` optimizer steps and at every epoch end.
-Running the same name again continues from `last.ckpt` into the same MLflow run (found by the tag
-`attnlab.run_name`). After a `kill -9` in the middle of an epoch, training resumes mid-epoch at the
+`last.ckpt` is rewritten every `trainer.checkpoint_every_n_steps` optimizer steps and at every epoch
+end, atomically and with a checksum (training/checkpoints.py; the one before is kept as
+`last.ckpt.prev`). Running the same name again continues from the newest valid checkpoint (a damaged
+one is named in a warning and skipped) into the same MLflow run (found by the tag `attnlab.run_name`).
+One process trains a name at a time (training/run_lock.py): a second is refused, naming the first. After a `kill -9` in the middle of an epoch, training resumes mid-epoch at the
 last saved step: the global step, epoch and the optimizer/scheduler state continue where they were;
 the epoch's remaining batches are then drawn from a fresh pass over the data loader (Lightning cannot
 restore a plain DataLoader's position), so at most `checkpoint_every_n_steps` steps are redone and
@@ -19,11 +20,12 @@ no epoch is lost or repeated. A run that already finished is not repeated: its r
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training import tracking
+from training import run_lock, tracking
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -46,7 +48,9 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitResult:
 
     `callbacks`: extra Lightning callbacks of a local run (the Ray Tune trainable reports through one).
     """
-    with tracking.isolated_tracking_state():
+    # DDP ranks > 0 re-run this program while rank 0 holds the lock.
+    lock = run_lock.hold(tracking.run_dir(cfg.name), cfg.name) if _launched_as_rank_zero() else nullcontext()
+    with tracking.isolated_tracking_state(), lock:
         if cfg.cluster.kind == "ray":
             from training.ray_train import fit_on_ray
 
@@ -129,6 +133,8 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
     """Train and test in this process (one DDP rank, or one Ray Train worker when `ray_worker`)."""
     import lightning.pytorch as pl
 
+    from training.checkpoints import VerifiedCheckpointIO, resume_point
+
     uri = tracking.tracking_uri(cfg.tracking.uri)
     rank_zero = _ray_rank() == 0 if ray_worker else _launched_as_rank_zero()
     run = None
@@ -145,12 +151,13 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
     monitor = "val/acc" if _has_validation(datamodule) else None
     callbacks = checkpoint_callbacks(cfg, checkpoint_dir, monitor) + list(callbacks or [])
     arguments = trainer_arguments(cfg)
-    resume = str(last) if last.exists() else None
+    resume = None if ray_worker else resume_point(checkpoint_dir)  # Ray workers resume from Ray's checkpoint
     if ray_worker:
         from training.ray_train import ray_trainer_arguments
 
         arguments, extra_callbacks, resume = ray_trainer_arguments(arguments, resume)
         callbacks += extra_callbacks
+    arguments["plugins"] = [*arguments.get("plugins", []), VerifiedCheckpointIO()]
     logger = tracking.make_logger(uri, cfg.tracking.experiment, cfg.name, run.info.run_id if run else None)
     trainer = pl.Trainer(**arguments, callbacks=callbacks, logger=logger,
                          default_root_dir=str(tracking.run_dir(cfg.name)))
