@@ -123,7 +123,7 @@ def resume_point(folder: Path) -> str | None:
     """The newest valid checkpoint in `folder` (None when it holds none); damaged ones are warned about."""
     checked = []
     for path in _candidates(folder):
-        step, problem = _inspect(path)
+        step, problem = inspect_checkpoint(path)
         checked.append((step if step is not None else -1, path.stat().st_mtime, path, problem))
     checked.sort(key=lambda item: (item[0], item[1]), reverse=True)
     damaged = []
@@ -148,7 +148,7 @@ def _candidates(folder: Path) -> list[Path]:
             and (path.suffix == ".ckpt" or path.name.endswith(".ckpt" + PREVIOUS_SUFFIX))]
 
 
-def _inspect(path: Path) -> tuple[int | None, str | None]:
+def inspect_checkpoint(path: Path) -> tuple[int | None, str | None]:
     """(global step, None) for a valid checkpoint; (step if known, what is wrong) otherwise."""
     record = _read_sidecar(path)
     if record is not None:
