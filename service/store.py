@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, sessionmaker
 
 
 class JobState(str, enum.Enum):
@@ -207,6 +207,17 @@ class JobStore:
             query = select(Job).where(Job.state == state.value).order_by(Job.id)
             if limit is not None:
                 query = query.limit(limit)
+            return list(session.scalars(query).all())
+
+    def launchable(self, limit: int) -> list[Job]:
+        """Queued jobs, oldest first, whose run name no running job of the same kind is training:
+        a run name has one writer at a time (its checkpoints, its MLflow run), so a second job of
+        that name waits in the queue and then resumes, or reports, what the first left."""
+        running = aliased(Job)
+        busy = (select(running.id).where(running.state == JobState.RUNNING.value, running.kind == Job.kind,
+                                         running.name == Job.name).exists())
+        with self._sessions() as session:
+            query = select(Job).where(Job.state == JobState.QUEUED.value, ~busy).order_by(Job.id).limit(limit)
             return list(session.scalars(query).all())
 
     def count(self, state: JobState) -> int:

@@ -4,7 +4,8 @@ Only this thread talks to the runner, so launching, polling and cancelling never
 safety comes from the job table alone: after a restart, a RUNNING job whose attempt is still alive
 is re-adopted through its stored handle; one whose attempt vanished (LOST) is launched again with
 the same command and run name, so training resumes from its last checkpoint (attempt + 1, up to
-`settings.max_attempts`); QUEUED jobs simply wait for their slot. A finished job is never launched.
+`settings.max_attempts`); QUEUED jobs simply wait for their slot, and a job whose run name a running
+job is training waits for that job to end (one writer per run). A finished job is never launched.
 """
 
 from __future__ import annotations
@@ -89,8 +90,12 @@ class Supervisor:
             return
         free = self.settings.slots - self.store.count(JobState.RUNNING)
         if free > 0:
-            for job in self.store.in_state(JobState.QUEUED, limit=free):
+            started: set[tuple[str, str]] = set()
+            for job in self.store.launchable(limit=free):
+                if (job.kind, job.name) in started:  # two queued jobs of one run name: the older first
+                    continue
                 if self.store.mark_running(job.id, self.runner_name):
+                    started.add((job.kind, job.name))
                     self._launch(job, attempt=1)
 
     def _watch(self, job: Job) -> None:
@@ -110,7 +115,7 @@ class Supervisor:
         if state is RunnerState.RUNNING:
             return
         if state is RunnerState.LOST:
-            self._relaunch(job, "its process ended without an exit code")
+            self._relaunch(job, "its process was killed or vanished without a verdict")
             return
         outcome = RUNNER_TO_JOB_STATE[state]
         message = None if outcome is JobState.SUCCEEDED else tail(path) or state.value.lower()

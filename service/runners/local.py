@@ -2,7 +2,8 @@
 
 The process gets its own session (it survives a service restart and is cancelled as a group) and
 runs under a tiny shell that writes its exit code to a file, so a service started later still
-learns how an attempt it did not spawn ended. The handle records pid and the kernel's process
+learns how an attempt it did not spawn ended. An attempt killed by a signal is LOST, not FAILED:
+its job is launched again and resumes. The handle records pid and the kernel's process
 start time: a pid the kernel has reused for another process is not mistaken for the job.
 """
 
@@ -91,6 +92,10 @@ class LocalProcessRunner(JobRunner):
             code = int(exit_file.read_text().strip())
         except (OSError, ValueError):
             return None
+        if code > 128:
+            # Killed by a signal (sh reports 128 + its number): the OOM killer, a `kill -9`, a node
+            # shutting down. Not a verdict on the job: the supervisor launches it again (resume).
+            return RunnerState.LOST
         return RunnerState.SUCCEEDED if code == 0 else RunnerState.FAILED
 
     @staticmethod

@@ -113,6 +113,12 @@ def test_local_runner_readopts_a_live_attempt_and_sees_a_killed_one_as_lost(fake
     assert restarted.poll(forged) is RunnerState.LOST
 
 
+def test_local_runner_sees_an_attempt_killed_by_a_signal_as_lost(fake_python, tmp_path):
+    runner = LocalProcessRunner(fake_python("kill -KILL $$"))
+    _wait_state(runner, runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log"), RunnerState.LOST)
+    assert (tmp_path / "attempt-1.exit").read_text().strip() == str(128 + signal.SIGKILL)
+
+
 def test_local_runner_cancel_ends_the_process_group(fake_python, tmp_path):
     runner = LocalProcessRunner(fake_python("sleep 30 & wait"))
     handle = runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log")
@@ -178,6 +184,21 @@ def test_supervisor_waits_for_the_tracking_store_before_launching(settings, stor
     supervisor.run_once()
     supervisor.run_once()
     assert runner.started == [1] and store.list().items[0].state == "SUCCEEDED"
+
+
+def test_a_job_waits_while_another_job_trains_its_run_name(settings, store):
+    settings.slots = 3
+    first, _ = store.submit(JobKind.TRAIN, "same", _config("same"))
+    second, _ = store.submit(JobKind.TRAIN, "same", _config("same"))
+    search, _ = store.submit(JobKind.SEARCH, "same", _config("same"))  # searches name other folders
+    runner = ScriptedRunner({1: [RunnerState.RUNNING, RunnerState.RUNNING, RunnerState.SUCCEEDED]})
+    supervisor = Supervisor(settings, store, runner, _NoTracking())
+    supervisor.run_once()
+    assert [store.get(job.id).state for job in (first, second, search)] == ["RUNNING", "QUEUED", "RUNNING"]
+    supervisor.run_once()
+    assert store.get(second.id).state == "QUEUED"
+    supervisor.run_once()  # the first ends; the second starts in the same pass
+    assert [store.get(job.id).state for job in (first, second)] == ["SUCCEEDED", "RUNNING"]
 
 
 def test_stored_timestamps_come_back_timezone_aware(store):
