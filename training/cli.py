@@ -76,12 +76,13 @@ def _train(path: Path, overrides: list[str], demo: bool = False) -> int:
 
     from training.checkpoints import CheckpointError, CheckpointWriteError
     from training.fit import fit
+    from training.mlflow_logger import TrackingUnavailableError
     from training.run_lock import RunLockedError
 
     started = time.monotonic()
     try:
         result = fit(cfg)
-    except (CheckpointWriteError, CheckpointError, RunLockedError) as error:
+    except (CheckpointWriteError, CheckpointError, RunLockedError, TrackingUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if result.run_id is None:  # a DDP rank other than 0: rank 0 prints the summary

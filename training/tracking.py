@@ -80,16 +80,18 @@ def find_run(uri: str, experiment: str, run_name: str):
 
 
 def make_logger(uri: str, experiment: str, run_name: str, run_id: str | None):
-    """Lightning's MLFlowLogger bound to the named run (continuing `run_id` when resuming).
+    """Lightning's MLFlowLogger bound to the named run (continuing `run_id` when resuming), logging
+    metrics asynchronously so a tracking-server outage does not stop training (training/mlflow_logger.py).
 
     The logger writes from global rank 0 only, so DDP and Ray workers produce one run.
     """
-    from lightning.pytorch.loggers import MLFlowLogger
+    from training.mlflow_logger import ResilientMLFlowLogger
 
     location = default_artifact_root() if uri == default_tracking_uri() else None
-    return MLFlowLogger(
+    return ResilientMLFlowLogger(
         experiment_name=experiment, run_name=run_name, tracking_uri=uri, run_id=run_id,
         tags={RUN_NAME_TAG: run_name}, log_model=False, artifact_location=location,
+        spool=run_dir(run_name) / "unsent-metrics.jsonl",
     )
 
 
