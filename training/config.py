@@ -97,6 +97,9 @@ class ClusterConfig(_Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1, gt=0)
     storage_path: str | None = None  # Ray Train checkpoints; None = $ATTNLAB_HOME/ray_results
+    # Worker failures (a killed process, a lost node) Ray Train recovers from by restarting the workers
+    # from the last reported checkpoint, in the same MLflow run; one more fails the run.
+    max_failures: int = Field(default=3, ge=0)
 
 
 class TrainConfig(_Section):

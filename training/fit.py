@@ -134,6 +134,7 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
     import lightning.pytorch as pl
 
     from training.checkpoints import VerifiedCheckpointIO, resume_point
+    from training.mlflow_logger import MetricsBeforeCheckpoint
 
     uri = tracking.tracking_uri(cfg.tracking.uri)
     rank_zero = _ray_rank() == 0 if ray_worker else _launched_as_rank_zero()
@@ -159,6 +160,7 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
         callbacks += extra_callbacks
     arguments["plugins"] = [*arguments.get("plugins", []), VerifiedCheckpointIO()]
     logger = tracking.make_logger(uri, cfg.tracking.experiment, cfg.name, run.info.run_id if run else None)
+    callbacks.append(MetricsBeforeCheckpoint(logger))
     trainer = pl.Trainer(**arguments, callbacks=callbacks, logger=logger,
                          default_root_dir=str(tracking.run_dir(cfg.name)))
     if ray_worker:

@@ -8,6 +8,11 @@ each queued batch retries with MLflow's backoff (`MLFLOW_HTTP_REQUEST_MAX_RETRIE
 the first failure, so an outage of up to ~4 minutes loses nothing; `retry_window_seconds()` computes
 it from the environment).
 
+Before each checkpoint is written (`MetricsBeforeCheckpoint`), the queue is drained for up to
+`CHECKPOINT_WAIT_SECONDS`, so a checkpoint never gets ahead of its metrics: a run killed later and
+resumed from it re-logs everything after it, and nothing before it was still in memory. While the
+server is down that wait is skipped (training goes on) until a batch gets through again.
+
 `finalize()` (Lightning calls it when fit and test end) waits for every queued batch and sends any
 that failed once more, synchronously (a second retry window). Values still not stored are appended
 to `spool` (JSON lines in the run's folder) and the run stops with `TrackingUnavailableError`
@@ -21,14 +26,17 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from concurrent.futures import wait
 from pathlib import Path
 
+import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 # The characters MLflow allows in a metric name (Lightning's MLFlowLogger drops the rest the same way).
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_/. -]+")
 _RESEND_CHUNK = 1000
+CHECKPOINT_WAIT_SECONDS = 10.0
 
 
 class TrackingUnavailableError(RuntimeError):
@@ -50,6 +58,7 @@ class ResilientMLFlowLogger(MLFlowLogger):
         self.spool = spool
         self._pending: list[tuple[list, object]] = []  # (metrics, their RunOperations)
         self._spool_sent = False
+        self._server_down = False  # a checkpoint wait timed out and no batch got through since
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -60,7 +69,19 @@ class ResilientMLFlowLogger(MLFlowLogger):
         batch = [Metric(key=_UNSAFE.sub("", key), value=float(value), timestamp=timestamp, step=step or 0)
                  for key, value in metrics.items() if not isinstance(value, str)]
         self._pending.append((batch, self.experiment.log_batch(self.run_id, metrics=batch, synchronous=False)))
-        self._pending = [(done, operations) for done, operations in self._pending if not _succeeded(operations)]
+        still = [(done, operations) for done, operations in self._pending if not _succeeded(operations)]
+        if len(still) < len(self._pending):
+            self._server_down = False
+        self._pending = still
+
+    def wait_for_pending(self, timeout: float = CHECKPOINT_WAIT_SECONDS) -> None:
+        """Block until every queued batch is stored, for up to `timeout` s (not at all during an outage)."""
+        if self._server_down:
+            return
+        futures = [future for _, operations in self._pending
+                   for future in getattr(operations, "_operation_futures", ())]
+        if wait(futures, timeout=timeout).not_done:
+            self._server_down = True
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
@@ -120,3 +141,14 @@ def _succeeded(operations) -> bool:
     """True when every future of an async log call finished without error (done and kept no failure)."""
     futures = getattr(operations, "_operation_futures", None)
     return futures is not None and all(future.done() and future.exception() is None for future in futures)
+
+
+class MetricsBeforeCheckpoint(pl.Callback):
+    """Drains the logger's queue while a checkpoint is being assembled, i.e. before it is written."""
+
+    def __init__(self, logger: ResilientMLFlowLogger):
+        self.logger = logger
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if trainer.is_global_zero:
+            self.logger.wait_for_pending()
