@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "training.cli",
     "tuning.cli",
     "service.commands",
+    "service.user_commands",
 ]
 
 

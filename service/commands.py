@@ -178,11 +178,11 @@ def run_list(args: argparse.Namespace) -> int:
     page = _client(args).jobs(state=args.state, kind=args.kind, name=args.name, limit=args.limit,
                               offset=args.offset)
     table = Table(box=None, header_style="bold")
-    for column in ("ID", "KIND", "NAME", "STATE", "ATTEMPTS", "CREATED", "DURATION", "MLFLOW RUN", "MODEL"):
+    for column in ("ID", "KIND", "NAME", "OWNER", "STATE", "ATTEMPTS", "CREATED", "DURATION", "MLFLOW RUN", "MODEL"):
         table.add_column(column, no_wrap=column in ("ID", "STATE", "CREATED"))
     for job in page["items"]:
         model = f"{job['registered_model']} v{job['model_version']}" if job["model_version"] else ""
-        table.add_row(str(job["id"]), job["kind"], job["name"], _state(job["state"]), str(job["attempts"]),
+        table.add_row(str(job["id"]), job["kind"], job["name"], job["owner"], _state(job["state"]), str(job["attempts"]),
                       _time(job["created_at"]), _duration(job), job["mlflow_run_id"] or "", model)
     out.print(table)
     shown = len(page["items"])
@@ -199,7 +199,8 @@ def run_show(args: argparse.Namespace) -> int:
     facts = Table(box=None, show_header=False)
     facts.add_column(style="bold")
     facts.add_column()
-    rows = [("id", str(job["id"])), ("kind", job["kind"]), ("name", job["name"]), ("state", _state(job["state"])),
+    rows = [("id", str(job["id"])), ("kind", job["kind"]), ("name", job["name"]), ("owner", job["owner"]),
+            ("state", _state(job["state"])),
             ("attempts", str(job["attempts"])), ("created", _time(job["created_at"])),
             ("started", _time(job["started_at"])), ("finished", _time(job["finished_at"])),
             ("duration", _duration(job)), ("mlflow run", job["mlflow_run_id"] or "-"),

@@ -12,6 +12,7 @@ import gc
 import logging
 import threading
 
+from service.audit import AuditLog
 from service.deps import Services
 from service.model_checker import CHECKER
 from service.mlflow_ui import MlflowUI
@@ -21,6 +22,7 @@ from service.settings import Settings
 from service.store import JobStore
 from service.supervisor import Supervisor
 from service.tracking import TrackingReader
+from service.users import UserStore
 from training.config import ModelConfig
 
 log = logging.getLogger("attnlab.service")
@@ -39,11 +41,15 @@ def start_services(settings: Settings) -> Services:
     supervisor = Supervisor(settings, store, make_runner(settings), tracking, ready=tracking_ready.is_set)
     ui = MlflowUI(settings) if settings.embedded_tracking and settings.mlflow_ui else None
     services = Services(settings=settings, store=store, supervisor=supervisor, tracking=tracking,
-                        token=settings.bearer_token(), mlflow_ui=ui)
+                        token=settings.bearer_token(), users=UserStore(store.engine), audit=AuditLog(store.engine),
+                        mlflow_ui=ui)
     token_source = "ATTNLAB_TOKEN" if settings.token else str(settings.home / "token")
-    say(f"attnlab API: {settings.service_url}  (docs {settings.service_url}/docs; token from {token_source})")
+    say(f"attnlab API: {settings.service_url}  (docs {settings.service_url}/docs; admin token from {token_source}"
+        f"{'; reads open to anyone' if settings.open_reads else ''})")
     say(f"MLflow tracking: {redact(settings.tracking_uri)}")
 
+    if ui is not None and ui.exposure_warning():
+        say(ui.exposure_warning())
     if ui is not None:
         # Migrate the store before `mlflow server` opens it; both in this (main) thread, which
         # lives as long as the service, so the UI's parent-death signal fires only when we exit.

@@ -3,11 +3,15 @@
 Started only when no external tracking server is configured. Its first start migrates the SQLite
 store and takes ~20 s on two cores, so readiness is polled (GET /health), never assumed after a
 fixed sleep. The child gets SIGTERM if the service dies (PR_SET_PDEATHSIG), so it never outlives us.
+The MLflow UI has no login: it listens on loopback (ATTNLAB_MLFLOW_UI_HOST) even when the API is
+served on every interface; widening it is said loudly at start (docs/deployment.md: put an
+authenticating proxy in front, as the compose stack does).
 """
 
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import signal
 import socket
@@ -35,6 +39,18 @@ def free_port(preferred: int = 0, host: str = "127.0.0.1") -> int:
     raise OSError("no free port")
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _reachable(host: str) -> str:
+    """An address a browser on this machine can open for a bind address (0.0.0.0 -> 127.0.0.1)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
 def _die_with_parent() -> None:
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -45,8 +61,9 @@ def _die_with_parent() -> None:
 class MlflowUI:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.port = free_port(settings.mlflow_ui_port)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = settings.mlflow_ui_host
+        self.port = free_port(settings.mlflow_ui_port, self.host)
+        self.url = f"http://{_reachable(self.host)}:{self.port}"
         self.log_path: Path = settings.home / "mlflow-ui.log"
         self.ready = threading.Event()
         self._process: subprocess.Popen | None = None
@@ -55,7 +72,15 @@ class MlflowUI:
         uri = self.settings.tracking_uri
         return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--registry-store-uri", uri,
                 "--default-artifact-root", (self.settings.home / "mlartifacts").as_uri(),
-                "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+                "--host", self.host, "--port", str(self.port), "--workers", "1"]
+
+    def exposure_warning(self) -> str | None:
+        """A warning when the UI (which has no login) listens beyond loopback."""
+        if is_loopback(self.host):
+            return None
+        return (f"warning: the MLflow UI listens on {self.host}:{self.port} without authentication: anyone who "
+                "reaches it can read and change every run and model. Put an authenticating proxy in front "
+                "(docs/deployment.md) or set ATTNLAB_MLFLOW_UI_HOST=127.0.0.1")
 
     def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)

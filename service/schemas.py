@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.model_checker import model_problems
 from service.store import Job, JobKind, JobState
+from service.users import BOOTSTRAP_ADMIN, USER_NAME_PATTERN, Role
 from training.config import TrainConfig
 from tuning.config import SearchConfig
 
@@ -70,10 +71,13 @@ class JobOut(BaseModel):
     mlflow_run_id: str | None
     registered_model: str | None
     model_version: str | None
+    owner: str = Field(description="the user who submitted it")
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
-        return cls.model_validate({name: getattr(job, name) for name in cls.model_fields})
+        values = {name: getattr(job, name) for name in cls.model_fields}
+        values["owner"] = job.owner or BOOTSTRAP_ADMIN  # jobs from before owners were recorded
+        return cls.model_validate(values)
 
 
 class JobDetail(JobOut):
@@ -124,3 +128,45 @@ class Health(BaseModel):
     tracking_uri: str
     mlflow_ui: str | None = Field(description="URL of the MLflow UI this service started, if any")
 
+
+
+class UserRequest(_Request):
+    name: str = Field(pattern=USER_NAME_PATTERN, description="lower-case letters, digits, . _ -; starts with a letter")
+    role: Role = Role.USER
+
+
+class UserOut(BaseModel):
+    name: str
+    role: Role
+    created_at: datetime
+    created_by: str
+    token_issued_at: datetime
+    revoked_at: datetime | None
+
+
+class UserWithToken(UserOut):
+    token: str = Field(description="shown this once; the service keeps only its SHA-256")
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: Role
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any] | None
+    reason: str | None
+
+
+class AuditList(BaseModel):
+    items: list[AuditOut]
+    total: int
+    limit: int
+    offset: int

@@ -20,6 +20,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Index,
     Integer,
     String,
     Text,
@@ -27,7 +28,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -96,6 +99,9 @@ class Job(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     registered_model: Mapped[str | None] = mapped_column(String(256))
     model_version: Mapped[str | None] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(64))  # the submitter (service/users.py); None = "admin"
+
+    __table_args__ = (Index("ix_jobs_owner_state", "owner", "state"),)
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,11 @@ class JobPage:
 
 
 class IdempotencyConflict(Exception):
-    """The idempotency key was first used with a different request body."""
+    """The idempotency key was first used with a different request body (or by another submitter)."""
+
+
+class QueueFull(Exception):
+    """The submitter already has as many queued jobs as allowed."""
 
 
 def request_hash(kind: str, config: dict[str, Any]) -> str:
@@ -138,7 +148,8 @@ class JobStore:
 
     def __init__(self, url: str):
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
+        Base.metadata.create_all(self.engine, tables=[Job.__table__])
+        _add_owner_column(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._insert = insert(Job)
 
@@ -147,13 +158,22 @@ class JobStore:
 
     # ---- submission -------------------------------------------------------------------------
 
-    def submit(self, kind: JobKind, name: str, config: dict[str, Any],
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """Queue a job; returns (job, created). A known key returns its job with created=False."""
+    def submit(self, kind: JobKind, name: str, config: dict[str, Any], idempotency_key: str | None = None,
+               owner: str | None = None, max_queued: int | None = None) -> tuple[Job, bool]:
+        """Queue a job; returns (job, created). A known key returns its job with created=False.
+
+        `max_queued`: QueueFull when `owner` already has that many QUEUED jobs. The count and the
+        insert are not one transaction: the API calls this from its event loop only, one at a time."""
         digest = request_hash(kind.value, config)
+        if max_queued is not None and self.count_queued(owner) >= max_queued:
+            existing = self._by_key(idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise QueueFull(f"{owner or 'admin'} already has {max_queued} queued jobs, the most allowed "
+                                "(ATTNLAB_MAX_QUEUED_PER_USER); wait for some to start, or cancel some")
+            return self._check_same(existing, digest, owner), False
         values = {"kind": kind.value, "name": name, "config": config, "idempotency_key": idempotency_key,
                   "request_hash": digest, "state": JobState.QUEUED.value, "created_at": utcnow(),
-                  "attempts": 0, "cancel_requested": False}
+                  "attempts": 0, "cancel_requested": False, "owner": owner}
         try:
             # One Core INSERT of a prebuilt statement (no ORM unit of work, no per-call cache key over
             # the values): submissions are the hot path under load.
@@ -164,7 +184,7 @@ class JobStore:
             existing = self._by_key(idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
-            return self._check_same(existing, digest), False
+            return self._check_same(existing, digest, owner), False
         return Job(id=job_id, **values), True
 
     def _by_key(self, key: str) -> Job | None:
@@ -172,7 +192,9 @@ class JobStore:
             return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
 
     @staticmethod
-    def _check_same(job: Job, digest: str) -> Job:
+    def _check_same(job: Job, digest: str, owner: str | None) -> Job:
+        if job.owner != owner:  # never hand one submitter's job to another
+            raise IdempotencyConflict("idempotency_key was already used by another submitter; choose another")
         if job.request_hash != digest:
             raise IdempotencyConflict(
                 f"idempotency_key was already used for job {job.id} with a different config")
@@ -185,9 +207,11 @@ class JobStore:
             return session.get(Job, job_id)
 
     def list(self, *, state: JobState | None = None, kind: JobKind | None = None,
-             name: str | None = None, limit: int = 50, offset: int = 0) -> JobPage:
-        """Newest first, filtered; `name` matches a prefix of the run name."""
+             name: str | None = None, owner: str | None = None, limit: int = 50, offset: int = 0) -> JobPage:
+        """Newest first, filtered; `name` matches a prefix of the run name, `owner` the submitter."""
         conditions = []
+        if owner is not None:
+            conditions.append(Job.owner == owner)
         if state is not None:
             conditions.append(Job.state == state.value)
         if kind is not None:
@@ -219,6 +243,12 @@ class JobStore:
         with self._sessions() as session:
             query = select(Job).where(Job.state == JobState.QUEUED.value, ~busy).order_by(Job.id).limit(limit)
             return list(session.scalars(query).all())
+
+    def count_queued(self, owner: str | None) -> int:
+        with self._sessions() as session:
+            return session.scalar(select(func.count()).select_from(Job).where(
+                Job.owner == owner if owner is not None else Job.owner.is_(None),
+                Job.state == JobState.QUEUED.value)) or 0
 
     def count(self, state: JobState) -> int:
         with self._sessions() as session:
@@ -263,3 +293,13 @@ class JobStore:
         if values:
             with self._sessions.begin() as session:
                 session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def _add_owner_column(engine) -> None:
+    """Job tables made before jobs had owners get the column (their jobs stay the bootstrap admin's)."""
+    if "owner" in {column["name"] for column in inspect(engine).get_columns("jobs")}:
+        return
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE jobs ADD COLUMN owner VARCHAR(64)"))
+    next(index for index in Job.__table__.indexes if index.name == "ix_jobs_owner_state").create(engine,
+                                                                                                   checkfirst=True)
