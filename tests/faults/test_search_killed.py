@@ -27,7 +27,7 @@ from tests.service.conftest import launch_service
 from training.tracking import client, default_tracking_uri
 
 pytestmark = pytest.mark.slow
-LEARNING_RATES = [0.05, 0.02, 0.01]
+LEARNING_RATES = [0.05, 0.02]
 
 
 def search_config(name: str, data_root: Path) -> dict:
