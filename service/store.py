@@ -38,6 +38,10 @@ from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, sessionmaker
 
 
+# Jobs from before owners were recorded belong to the service token's user (service/users.py).
+DEFAULT_OWNER = "admin"
+
+
 class JobState(str, enum.Enum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
@@ -100,7 +104,7 @@ class Job(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     registered_model: Mapped[str | None] = mapped_column(String(256))
     model_version: Mapped[str | None] = mapped_column(String(32))
-    owner: Mapped[str | None] = mapped_column(String(64))  # the submitter (service/users.py); None = "admin"
+    owner: Mapped[str | None] = mapped_column(String(64))  # the submitter (service/users.py)
 
     __table_args__ = (Index("ix_jobs_owner_state", "owner", "state"),)
 
@@ -194,7 +198,7 @@ class JobStore:
 
     @staticmethod
     def _check_same(job: Job, digest: str, owner: str | None) -> Job:
-        if job.owner != owner:  # never hand one submitter's job to another
+        if (job.owner or DEFAULT_OWNER) != (owner or DEFAULT_OWNER):  # never hand one submitter's job to another
             raise IdempotencyConflict("idempotency_key was already used by another submitter; choose another")
         if job.request_hash != digest:
             raise IdempotencyConflict(
@@ -297,10 +301,11 @@ class JobStore:
 
 
 def _add_owner_column(engine) -> None:
-    """Job tables made before jobs had owners get the column (their jobs stay the bootstrap admin's)."""
+    """Job tables made before jobs had owners get the column; their jobs become the admin's."""
     if "owner" in {column["name"] for column in inspect(engine).get_columns("jobs")}:
         return
     with engine.begin() as connection:
         connection.execute(text("ALTER TABLE jobs ADD COLUMN owner VARCHAR(64)"))
+        connection.execute(update(Job).values(owner=DEFAULT_OWNER))
     next(index for index in Job.__table__.indexes if index.name == "ix_jobs_owner_state").create(engine,
                                                                                                    checkfirst=True)

@@ -25,10 +25,10 @@ from sqlalchemy import String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
-from service.store import Base, UTCDateTime, utcnow
+from service.store import DEFAULT_OWNER, Base, UTCDateTime, utcnow
 
 TOKEN_PREFIX = "atl_"
-BOOTSTRAP_ADMIN = "admin"
+BOOTSTRAP_ADMIN = DEFAULT_OWNER
 USER_NAME_PATTERN = r"^[a-z][a-z0-9._-]{0,63}$"
 
 
@@ -59,7 +59,6 @@ class Principal:
         return self.role in (Role.ADMIN, Role.USER)
 
     def owns(self, owner: str | None) -> bool:
-        # Jobs from before owners were recorded belong to the bootstrap admin.
         return (owner or BOOTSTRAP_ADMIN) == self.name
 
 

@@ -62,7 +62,7 @@ def test_a_job_table_from_before_owners_gains_the_column_and_its_jobs_are_the_ad
     store = JobStore(f"sqlite:///{path}")
     try:
         (job,) = store.list().items
-        assert job.name == "old" and job.owner is None
+        assert job.name == "old" and job.owner == "admin"
         assert store.submit(JobKind.TRAIN, "new", {"name": "new"}, owner="alice")[0].owner == "alice"
         assert [j.name for j in store.list(owner="alice").items] == ["new"]
     finally:
