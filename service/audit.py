@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Integer, String, Text, func, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from service.store import Base, UTCDateTime, utcnow
@@ -47,9 +48,13 @@ class AuditLog:
         self._insert = insert(AuditEntry)
 
     def record(self, who: Principal, action: str, target: str, detail: dict[str, Any] | None = None,
-               *, denied: str | None = None) -> None:
+               *, denied: str | None = None, connection: Connection | None = None) -> None:
+        """Insert one entry; in `connection`'s transaction when given (it commits with the action)."""
         values = {"at": utcnow(), "actor": who.name, "role": who.role.value, "action": action, "target": target,
                   "outcome": "denied" if denied else "ok", "detail": detail, "reason": denied}
+        if connection is not None:
+            connection.execute(self._insert, values)
+            return
         with self.engine.begin() as connection:
             connection.execute(self._insert, values)
 

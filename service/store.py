@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, sessionmaker
@@ -164,11 +166,13 @@ class JobStore:
     # ---- submission -------------------------------------------------------------------------
 
     def submit(self, kind: JobKind, name: str, config: dict[str, Any], idempotency_key: str | None = None,
-               owner: str | None = None, max_queued: int | None = None) -> tuple[Job, bool]:
+               owner: str | None = None, max_queued: int | None = None,
+               also: Callable[[Connection, int], None] | None = None) -> tuple[Job, bool]:
         """Queue a job; returns (job, created). A known key returns its job with created=False.
 
         `max_queued`: QueueFull when `owner` already has that many QUEUED jobs. The count and the
-        insert are not one transaction: the API calls this from its event loop only, one at a time."""
+        insert are not one transaction: the API calls this from its event loop only, one at a time.
+        `also(connection, job_id)` writes more in the insert's transaction (the audit entry: one commit)."""
         digest = request_hash(kind.value, config)
         if max_queued is not None and self.count_queued(owner) >= max_queued:
             existing = self._by_key(idempotency_key) if idempotency_key else None
@@ -184,6 +188,8 @@ class JobStore:
             # the values): submissions are the hot path under load.
             with self.engine.begin() as connection:
                 job_id = connection.execute(self._insert, values).inserted_primary_key[0]
+                if also is not None:
+                    also(connection, job_id)
         except IntegrityError:
             # The key is known (or two requests with one key raced and the other insert won).
             existing = self._by_key(idempotency_key) if idempotency_key else None

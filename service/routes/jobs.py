@@ -45,15 +45,19 @@ async def submit_job(kind: JobKind, name: str, config: BaseModel, idempotency_ke
     # than that under 20 concurrent clients (benchmarks/bench_service.py). Being on the event loop
     # also makes the per-user queue bound's count-then-insert atomic within this process.
     limit = None if who.is_admin else services.settings.max_queued_per_user
+    action = f"{kind.value}.submit"
+
+    def audited(connection, job_id: int) -> None:
+        services.audit.record(who, action, f"job {job_id}", {"kind": kind.value, "name": name}, connection=connection)
+
     try:
-        job, created = store.submit(kind, name, prepared, idempotency_key, owner=who.name, max_queued=limit)
+        job, created = store.submit(kind, name, prepared, idempotency_key, owner=who.name, max_queued=limit,
+                                    also=audited)
     except QueueFull as full:
-        raise deny(services, who, f"{kind.value}.submit", f"{kind.value} {name}", str(full),
-                   status.HTTP_429_TOO_MANY_REQUESTS) from None
+        raise deny(services, who, action, f"{kind.value} {name}", str(full), status.HTTP_429_TOO_MANY_REQUESTS) from None
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     if created:
         supervisor.wake()
-        services.audit.record(who, f"{kind.value}.submit", f"job {job.id}", {"kind": kind.value, "name": name})
     return JobOut.of(job)
 
 
