@@ -13,12 +13,14 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, status
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.deps import Services, ServicesDep, bearer
+from service.deps import Services, ServicesDep
 from service.users import BOOTSTRAP_ADMIN, Principal, Role, TokenRefused
 
 ANONYMOUS = Principal("anonymous", Role.VIEWER)
+bearer = HTTPBearer(auto_error=False, description="your token (`attnlab users create`), or the service token "
+                                                  "(ATTNLAB_TOKEN or $ATTNLAB_HOME/token), which is the admin's")
 
 
 def _unauthorized(message: str) -> HTTPException:

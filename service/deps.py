@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.audit import AuditLog
 from service.mlflow_ui import MlflowUI
@@ -61,21 +60,8 @@ async def get_supervisor(services: Annotated[Services, Depends(get_services)]) -
     return services.supervisor
 
 
-bearer = HTTPBearer(auto_error=False, description="your token (`attnlab users create`), or the service token "
-                                                   "(ATTNLAB_TOKEN or $ATTNLAB_HOME/token), which is the admin's")
-
-
-async def require_writer(services: Annotated[Services, Depends(get_services)],
-                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """Routes that change something: an admin's or a user's token (service/auth.py `writer`)."""
-    from service.auth import writer
-
-    await writer(services, credentials)
-
-
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 TrackingDep = Annotated[TrackingReader, Depends(get_tracking)]
 SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
-Authorized = Depends(require_writer)
