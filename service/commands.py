@@ -178,12 +178,12 @@ def run_list(args: argparse.Namespace) -> int:
     page = _client(args).jobs(state=args.state, kind=args.kind, name=args.name, limit=args.limit,
                               offset=args.offset)
     table = Table(box=None, header_style="bold")
-    for column in ("ID", "KIND", "NAME", "OWNER", "STATE", "ATTEMPTS", "CREATED", "DURATION", "MLFLOW RUN", "MODEL"):
+    for column in ("ID", "KIND", "NAME", "STATE", "ATTEMPTS", "CREATED", "DURATION", "MLFLOW RUN", "MODEL", "OWNER"):
         table.add_column(column, no_wrap=column in ("ID", "STATE", "CREATED"))
     for job in page["items"]:
         model = f"{job['registered_model']} v{job['model_version']}" if job["model_version"] else ""
-        table.add_row(str(job["id"]), job["kind"], job["name"], job["owner"], _state(job["state"]), str(job["attempts"]),
-                      _time(job["created_at"]), _duration(job), job["mlflow_run_id"] or "", model)
+        table.add_row(str(job["id"]), job["kind"], job["name"], _state(job["state"]), str(job["attempts"]),
+                      _time(job["created_at"]), _duration(job), job["mlflow_run_id"] or "", model, job["owner"])
     out.print(table)
     shown = len(page["items"])
     out.print(f"{shown} of {page['total']} jobs" + (f" (from {args.offset})" if args.offset else ""), style="dim")
