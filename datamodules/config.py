@@ -6,9 +6,9 @@ errors (extra="forbid"), so a typo fails at load time, not after an hour of trai
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 Split = Literal["train", "val", "test"]
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
@@ -55,6 +55,9 @@ class ImageDataConfig(LoaderConfig):
 
 class VideoDataConfig(LoaderConfig):
     """Video clips decoded with decord (PyAV fallback); see datamodules/video.py for the splits."""
+
+    # Required in a config (a `data:` section without `kind` is images); the default serves Python callers.
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.setdefault("required", []).insert(0, "kind"))
 
     kind: Literal["video"] = "video"
     dataset: Literal["folder", "manifest"] = "folder"
@@ -119,4 +122,14 @@ class VideoDataConfig(LoaderConfig):
         return (self.clip_len - 1) * self.frame_interval + 1
 
 
-DataConfig = Annotated[ImageDataConfig | VideoDataConfig, Field(discriminator="kind")]
+def kind(data: Any) -> Any:
+    """The data kind of a raw or built section; a mapping without `kind` is images, as documented."""
+    if isinstance(data, dict):
+        return data.get("kind", "image")
+    return getattr(data, "kind", "image")
+
+
+# A callable discriminator rather than Field(discriminator="kind"): a tag field must be present, and
+# `kind` is optional (default image), so the schema says so and a config without it is not refused.
+DataConfig = Annotated[Annotated[ImageDataConfig, Tag("image")] | Annotated[VideoDataConfig, Tag("video")],
+                       Discriminator(kind)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from training.tracking import RUN_NAME_TAG
+from training.tracking import REGISTERED_MODEL_TAG, REGISTERED_TAG, RUN_NAME_TAG
 
 
 class NotFound(LookupError):
@@ -24,6 +24,7 @@ class RunView:
     metrics: dict[str, float | None]
     start_time: int | None
     end_time: int | None
+    step: int | None = None  # the latest step any metric was logged at
     registered_model: str | None = None
     model_version: str | None = None
 
@@ -94,13 +95,27 @@ class TrackingReader:
 
     def run(self, run_id: str) -> RunView:
         run = self.client.get_run(run_id)
+        steps = [metric.step for metric in run.data.to_proto().metrics]
         view = RunView(run_id=run_id, status=run.info.status, metrics=_finite(run.data.metrics),
-                       start_time=run.info.start_time, end_time=run.info.end_time)
+                       start_time=run.info.start_time, end_time=run.info.end_time, step=max(steps, default=None))
         versions = self.client.search_model_versions(f"run_id = {_quote(run_id)}")
         if versions:
             newest = max(versions, key=lambda v: int(v.version))
             view.registered_model, view.model_version = newest.name, str(newest.version)
+        elif REGISTERED_MODEL_TAG in run.data.tags:  # a search: its best trial's run holds the version
+            view.registered_model = run.data.tags[REGISTERED_MODEL_TAG]
+            view.model_version = run.data.tags.get(REGISTERED_TAG, "").partition("@")[0] or None
         return view
+
+    def mark_killed(self, run_id: str) -> None:
+        """A cancelled job's run, and its child runs still RUNNING (a search's trials), end KILLED."""
+        run = self.client.get_run(run_id)
+        self.client.set_terminated(run_id, "KILLED")
+        children = self.client.search_runs([run.info.experiment_id], max_results=1000,
+                                           filter_string=f"tags.`mlflow.parentRunId` = {_quote(run_id)} "
+                                                         "and attributes.status = 'RUNNING'")
+        for child in children:
+            self.client.set_terminated(child.info.run_id, "KILLED")
 
     # ---- registry ---------------------------------------------------------------------------
 

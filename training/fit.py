@@ -133,6 +133,7 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
     rank_zero = _ray_rank() == 0 if ray_worker else _launched_as_rank_zero()
     run = None
     if rank_zero:
+        tracking.experiment_id(uri, cfg.tracking.experiment)  # created by us, not the logger: tagged for the UI
         done = completed_result(cfg)
         if done is not None:
             return done

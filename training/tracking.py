@@ -19,6 +19,13 @@ RUN_NAME_TAG = "attnlab.run_name"
 COMPLETE_TAG = "attnlab.complete"  # "true" once fit, test, figures and model logging are done
 CHECKPOINT_TAG = "attnlab.checkpoint"
 VERSION_TAG = "attnlab.model_version"
+# MLflow 3's UI opens an experiment without this tag on its GenAI "Traces" page; with it, on the runs.
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_URL_ENV = "ATTNLAB_MLFLOW_UI_URL"  # the MLflow UI on this store, if one is running (see browse_hint)
+# On a search's parent run: what the search registered ("<version>@<alias>" of its best trial's model,
+# and the model's name), since the version's own run is the trial's, not the parent's.
+REGISTERED_TAG = "attnlab.registered_version"
+REGISTERED_MODEL_TAG = "attnlab.registered_model"
 
 
 def default_tracking_uri() -> str:
@@ -49,6 +56,15 @@ def ui_command(uri: str) -> str:
     return command
 
 
+def browse_hint(uri: str, run_id: str | None) -> str:
+    """Where to look at a run: the MLflow UI already serving this store (ATTNLAB_MLFLOW_UI_URL, set by
+    `attnlab serve` for its jobs), else the command that starts one."""
+    ui = os.environ.get(UI_URL_ENV, "").rstrip("/")
+    if ui:
+        return f"{ui}/#/runs/{run_id}" if run_id else ui
+    return ui_command(uri)
+
+
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -60,11 +76,13 @@ def experiment_id(uri: str, name: str, create: bool = True) -> str | None:
     mlflow_client = client(uri)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if create and experiment.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older attnlab or by hand
+            mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return experiment.experiment_id
     if not create:
         return None
     location = default_artifact_root() if uri == default_tracking_uri() else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
 
 def find_run(uri: str, experiment: str, run_name: str):

@@ -33,13 +33,13 @@ import yaml
 from training import tracking
 from tuning.config import SearchConfig, SearchPlan, plan_search, validate_search_config
 from tuning.space import trial_overrides
-from tuning.trainable import FAIL_ONCE_ENV, INFEASIBLE_TAG, PARENT_TAG, SEARCH_TAG, run_trial
+from tuning.tags import INFEASIBLE_TAG, PARENT_TAG, SEARCH_TAG, STOPPED_EARLY_TAG
+from tuning.trainable import FAIL_ONCE_ENV, run_trial
 
-STOPPED_EARLY_TAG = "attnlab.stopped_early"
 TRIAL_DIR_PREFIX = "trial-"
 UNBOUNDED_REPORTS = 2**20
 DRIVER_CPU = 0.01  # CPU reserved by a trial that drives a multi-worker Ray Train run
-REGISTERED_TAG = "attnlab.registered_version"  # "<version>@<alias>" on the parent run
+REGISTERED_TAG = tracking.REGISTERED_TAG  # "<version>@<alias>" on the parent run
 CHAMPION, CANDIDATE = "champion", "candidate"
 
 
@@ -256,6 +256,7 @@ def _finish(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], grid, fo
         else:
             result.model_version, result.alias = register_best(cfg, uri, best, model_name)
             client.set_tag(parent, REGISTERED_TAG, f"{result.model_version}@{result.alias}")
+        client.set_tag(parent, tracking.REGISTERED_MODEL_TAG, model_name)
     client.set_terminated(parent, "FINISHED")
     return result
 

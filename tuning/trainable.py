@@ -29,12 +29,9 @@ from typing import Any
 import lightning.pytorch as pl
 
 from training import tracking
+from tuning.tags import INFEASIBLE_TAG, PARENT_TAG, SEARCH_TAG, TRIAL_TAG
 
 FAIL_ONCE_ENV = "ATTNLAB_FAIL_ONCE_MARKER"
-SEARCH_TAG = "attnlab.search"
-TRIAL_TAG = "attnlab.trial_id"
-INFEASIBLE_TAG = "attnlab.infeasible"
-PARENT_TAG = "mlflow.parentRunId"
 LAST_REPORT_FILE = "tune-last-report.json"  # in the trial's run folder ($ATTNLAB_HOME/runs/<name>)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -12,9 +13,10 @@ from pydantic import BaseModel
 
 from service.configs import prepare_config
 from service.deps import Authorized, Services, ServicesDep, SettingsDep, StoreDep, SupervisorDep, TrackingDep
-from service.schemas import JobDetail, JobList, JobOut, TrainJobRequest
+from service.schemas import JobDetail, JobList, JobOut, TrainJobConfig, TrainJobRequest
 from service.store import Job, JobKind, JobState, JobStore
 from service.supervisor import log_path
+from service.yaml_body import openapi_yaml_body
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -52,7 +54,8 @@ def get_job(store: JobStore, job_id: int) -> Job:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_RESPONSES,
-             dependencies=[Authorized], summary="Submit a training job")
+             dependencies=[Authorized], openapi_extra=openapi_yaml_body(TrainJobConfig),
+             summary="Submit a training job (JSON request, or the YAML config itself)")
 async def submit_training(request: TrainJobRequest, response: Response, services: ServicesDep) -> JobOut:
     return await submit_job(JobKind.TRAIN, request.config.name, request.config, request.idempotency_key, response,
                             services)
@@ -79,7 +82,7 @@ def show_job(job_id: JobId, store: StoreDep, tracking: TrackingDep) -> JobDetail
             run = tracking.run(job.mlflow_run_id)
         except Exception:  # the tracking store is unreachable: show the job without metrics
             return detail
-        detail.mlflow_status, detail.metrics = run.status, run.metrics
+        detail.mlflow_status, detail.metrics, detail.step = run.status, run.metrics, run.step
         detail.registered_model = detail.registered_model or run.registered_model
         detail.model_version = detail.model_version or run.model_version
     return detail
@@ -90,12 +93,14 @@ def show_job(job_id: JobId, store: StoreDep, tracking: TrackingDep) -> JobDetail
 def job_logs(job_id: JobId, store: StoreDep, settings: SettingsDep,
              follow: Annotated[bool, Query(description="keep streaming until the job ends")] = False,
              offset: Annotated[int, Query(ge=0, le=2**62, description="start at this byte")] = 0,
+             tail: Annotated[int | None, Query(ge=1, le=2**31, description="instead of offset: start at the "
+                                               "first whole line of the last `tail` bytes")] = None,
              ) -> StreamingResponse:
     get_job(store, job_id)
     path = log_path(settings, job_id)
 
     async def chunks() -> AsyncIterator[bytes]:
-        position = offset
+        position = offset if tail is None else await asyncio.to_thread(_tail_start, path, tail)
         while True:
             data = await asyncio.to_thread(_read_from, path, position)
             position += len(data)
@@ -116,9 +121,26 @@ def job_logs(job_id: JobId, store: StoreDep, settings: SettingsDep,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+def _tail_start(path, tail: int) -> int:
+    """The offset of the first line that starts within the last `tail` bytes (0 for a shorter log)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return 0
+    if size <= tail:
+        return 0
+    start = size - tail
+    newline = _read_from(path, start - 1, tail + 1).find(b"\n")  # a line starting exactly at `start` counts
+    return start + newline if newline >= 0 else size
+
+
 def _read_from(path, position: int, size: int = 1 << 16) -> bytes:
     try:
         with open(path, "rb") as handle:
+            # Past the end there is nothing yet; reading there fails (EINVAL) beyond the file system's
+            # largest offset (2^44 on ext4), which the schema's 2^62 allows.
+            if position >= os.fstat(handle.fileno()).st_size:
+                return b""
             handle.seek(position)
             return handle.read(size)
     except FileNotFoundError:
@@ -126,10 +148,14 @@ def _read_from(path, position: int, size: int = 1 << 16) -> bytes:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, dependencies=[Authorized],
-             responses={401: {"description": "missing or wrong bearer token"}, 404: {"description": "no such job"}},
-             summary="Cancel a queued or running job (finished jobs are returned unchanged)")
+             responses={401: {"description": "missing or wrong bearer token"}, 404: {"description": "no such job"},
+                        409: {"description": "the job had already finished: nothing to cancel"}},
+             summary="Cancel a queued or running job")
 async def cancel_job(job_id: JobId, store: StoreDep, supervisor: SupervisorDep) -> JobOut:
-    await asyncio.to_thread(get_job, store, job_id)
+    job = await asyncio.to_thread(get_job, store, job_id)
+    if JobState(job.state).finished:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"job {job_id} already ended {job.state}; only QUEUED or RUNNING jobs can be cancelled")
     job = await asyncio.to_thread(store.request_cancel, job_id)
     supervisor.wake()
     deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_SECONDS
