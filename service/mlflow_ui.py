@@ -62,7 +62,7 @@ class MlflowUI:
         """MLflow 3.17's server also starts a job queue (a job runner and seven huey consumers, for
         GenAI evaluation jobs): ~1.8 GB and a little CPU when idle, and attnlab never submits such
         a job. MLflow's own switch turns it off; the UI and the tracking/registry API are unchanged."""
-        return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # set it to true to have them
 
     def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,8 @@ class TrialOut(BaseModel):
     name: str | None
     run_id: str
     status: str = Field(description="the trial's MLflow run status: RUNNING, FINISHED, KILLED, FAILED")
-    values: dict[str, str] = Field(description="the searched fields' values in this trial (as MLflow params)")
+    values: dict[str, str] = Field(description="this trial's values of the searched fields and of the ablation "
+                                               "table's axes (as MLflow params)")
     metric: float | None = Field(description="latest value of the search metric (null: none yet, or not finite)")
     epoch: int | None
     stopped_early: bool = Field(description="ASHA stopped it")

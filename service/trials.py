@@ -30,11 +30,11 @@ def search_trials(tracking: TrackingReader, parent_run_id: str, search: dict[str
     runs = client.search_runs([parent.info.experiment_id], max_results=MAX_TRIALS,
                               filter_string=f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}",
                               order_by=["attributes.start_time ASC"])
-    trials = [_trial(run, space, metric) for run in runs]
+    shown = list(dict.fromkeys([*space, rows_name, columns_name]))  # searched fields, then the table's axes
+    trials = [_trial(run, shown, metric) for run in runs]
     table = build_table(
-        [{**trial["values"], rows_name: trial["values"].get(rows_name, "-"),
-          columns_name: trial["values"].get(columns_name, "-"), metric: trial["metric"],
-          "stopped_early": trial["stopped_early"], "over_budget": trial["over_budget"]} for trial in trials],
+        [{**trial["values"], metric: trial["metric"], "stopped_early": trial["stopped_early"],
+          "over_budget": trial["over_budget"]} for trial in trials],
         metric=metric, mode=mode, row_name=rows_name, column_name=columns_name,
         rows=_grid(space.get(rows_name)), columns=_grid(space.get(columns_name)))
     best = table.best()
@@ -45,11 +45,11 @@ def search_trials(tracking: TrackingReader, parent_run_id: str, search: dict[str
                          "columns": [str(c) for c in table.columns], "cells": cells}}
 
 
-def _trial(run, space: dict[str, Any], metric: str) -> dict[str, Any]:
+def _trial(run, shown: list[str], metric: str) -> dict[str, Any]:
     tags, params = run.data.tags, run.data.params
     value = run.data.metrics.get(metric)
     return {"name": tags.get(RUN_NAME_TAG) or run.info.run_name, "run_id": run.info.run_id,
-            "status": run.info.status, "values": {path: params.get(path, "-") for path in space},
+            "status": run.info.status, "values": {path: params.get(path, "-") for path in shown},
             "metric": value if value is not None and math.isfinite(value) else None,
             "epoch": _int(run.data.metrics.get("epoch")),
             "stopped_early": tags.get(STOPPED_EARLY_TAG) == "true", "over_budget": INFEASIBLE_TAG in tags,

@@ -31,6 +31,7 @@ router = APIRouter(include_in_schema=False)
 TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("service.web", "templates"), autoescape=True,
                                trim_blocks=True, lstrip_blocks=True)
 TEMPLATES.filters["cell"] = views.cell_text
+TEMPLATES.filters["trial"] = views.trial_label
 STATIC_URL = "/static/web"
 API_PAGE = 500  # GET /jobs's largest page
 MAX_ROWS = 1000

@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 FINISHED = ("SUCCEEDED", "FAILED", "CANCELLED")
+RUNNERS = {"LocalProcessRunner": "local process", "RayJobsRunner": "Ray Jobs"}
+PER_CLASS = "/acc_class/"  # test/acc_class/<class>: one metric per class
 # Shown first in the table and the detail, in this order, when the run logged them.
 HEADLINE_METRICS = ("val/acc", "test/acc", "train/loss", "val/loss")
 
@@ -48,10 +50,19 @@ class Links:
 
 
 @dataclass
+class Fact:
+    name: str
+    value: str
+    time: str | None = None  # ISO 8601: the page shows it in the viewer's time zone
+    title: str | None = None  # the whole value where `value` is shortened
+
+
+@dataclass
 class Detail:
     row: Row
-    facts: list[tuple[str, str]]
+    facts: list[Fact]
     metrics: list[tuple[str, str]]
+    per_class: list[tuple[str, str]]  # test/acc_class/<name>: shown folded
     links: Links
     message: str | None
     trials: dict[str, Any] | None = None  # GET /jobs/{id}/trials, for searches
@@ -99,13 +110,14 @@ def progress(job: dict[str, Any], detail: dict[str, Any] | None, trials: dict[st
         return Progress(text + (f", {len(trials['trials']) - done} running" if state == "RUNNING" else ""),
                         done / planned if planned else None)
     if detail is None or not detail.get("metrics"):
-        return Progress("starting" if state == "RUNNING" else duration(job))
+        return Progress("starting" if state == "RUNNING" else f"took {duration(job)}")
     trainer = (detail.get("config") or {}).get("trainer") or {}
     epoch, step = detail["metrics"].get("epoch"), detail.get("step")
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps") or -1
     parts = []
-    if epoch is not None:
-        parts.append(f"epoch {int(epoch) + 1}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""))
+    if epoch is not None:  # Lightning logs the 0-based epoch, and max_epochs once training is over
+        shown = min(int(epoch) + 1, max_epochs) if max_epochs and max_epochs > 0 else int(epoch) + 1
+        parts.append(f"epoch {shown}" + (f"/{max_epochs}" if max_epochs and max_epochs > 0 else ""))
     if step is not None:
         parts.append(f"step {step}" + (f"/{max_steps}" if max_steps > 0 else ""))
     fraction = None
@@ -146,17 +158,29 @@ def links(job: dict[str, Any], mlflow_ui: str | None) -> Links:
 
 def detail(job: dict[str, Any], mlflow_ui: str | None, trials: dict[str, Any] | None = None,
            trials_problem: str | None = None) -> Detail:
-    facts = [("kind", job["kind"]), ("attempt", str(job["attempts"])), ("created", when(job["created_at"])),
-             ("started", when(job.get("started_at"))), ("finished", when(job.get("finished_at"))),
-             ("duration", duration(job)), ("runner", job.get("runner") or "-"),
-             ("MLflow run", job.get("mlflow_run_id") or "-"), ("MLflow status", job.get("mlflow_status") or "-")]
+    run_id = job.get("mlflow_run_id")
+    facts = [Fact("kind", job["kind"]), Fact("attempt", str(job["attempts"])),
+             Fact("runner", RUNNERS.get(job.get("runner") or "", job.get("runner") or "-")),
+             Fact("duration", duration(job)),
+             *[Fact(name, when(job.get(key)), time=job.get(key))
+               for name, key in (("created", "created_at"), ("started", "started_at"), ("finished", "finished_at"))],
+             Fact("MLflow status", job.get("mlflow_status") or "-"),
+             Fact("MLflow run", f"{run_id[:12]}…" if run_id else "-", title=run_id),
+             Fact("model", f"{job['registered_model']} v{job['model_version']}" if job.get("model_version") else "-")]
     metrics = job.get("metrics") or {}
     ordered = [name for name in HEADLINE_METRICS if name in metrics] + sorted(
-        name for name in metrics if name not in HEADLINE_METRICS and name != "epoch")
+        name for name in metrics if name not in HEADLINE_METRICS and name != "epoch" and PER_CLASS not in name)
+    per_class = sorted(name for name in metrics if PER_CLASS in name)
     return Detail(row=row(job, job, trials), facts=facts, metrics=[(name, _number(metrics[name])) for name in ordered],
+                  per_class=[(name.split(PER_CLASS, 1)[1], _number(metrics[name])) for name in per_class],
                   links=links(job, mlflow_ui), message=job.get("message"), trials=trials,
                   trials_problem=trials_problem,
                   cells=(trials or {}).get("ablation", {}).get("cells", []))
+
+
+def trial_label(name: str | None, search: str) -> str:
+    """A trial's run name without the search's name in front (`<search>-<trial id>`)."""
+    return (name or "-").removeprefix(f"{search}-")
 
 
 def cell_text(cell: dict[str, Any]) -> str:

@@ -93,3 +93,16 @@ def test_search_job_runs_its_trials(start_service, idx_data, tmp_path):
     shown = subprocess.run([sys.executable, "-m", "service.cli", "jobs", "show", "1"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert "e2e-search version 1" in shown.stdout
+
+    # The trials and the ablation table, as the API and the web page show them.
+    with service.client() as client:
+        trials = client.get("/jobs/1/trials").json()
+        fragment = client.get("/ui/jobs/1").text
+    assert trials["planned"] == 2 and trials["metric"] == "train/loss"
+    assert sorted(trial["values"]["model.reduction"] for trial in trials["trials"]) == ["2", "4"]
+    assert all(trial["status"] == "FINISHED" and trial["metric"] is not None for trial in trials["trials"])
+    ablation = trials["ablation"]
+    assert ablation["rows"] == ["se-stage4"] and ablation["columns"] == ["2", "4"]
+    assert sum(cell["best"] for cell in ablation["cells"][0]) == 1
+    assert 'data-role="trials"' in fragment and 'data-role="ablation"' in fragment and "2 of 2" in fragment
+    assert "e2e-search version 1" in fragment

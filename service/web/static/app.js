@@ -11,7 +11,8 @@ const LOG_KEEP_CHARS = 300000;
 const CONFIRM_MS = 4000;
 
 const $ = (selector, root = document) => root.querySelector(selector);
-const view = { jobId: null, listHtml: "", detailHtml: "", detailTimer: null, logAbort: null, keyNonce: "" };
+const view = { jobId: null, listHtml: "", detailHtml: "", detailTimer: null, logAbort: null, logAtEnd: true,
+               keyNonce: "" };
 
 // ---- the token and every call to the service -------------------------------------------------
 
@@ -146,6 +147,9 @@ async function loadDetail() {
     view.detailHtml = html;
     $("#detail-info").innerHTML = html;
     localizeTimes($("#detail-info"));
+    const message = $("#detail-info .message");  // a failure's last lines: the error is at the end
+    if (message) message.scrollTop = message.scrollHeight;
+    if (view.logAtEnd) $("#log").scrollTop = $("#log").scrollHeight;
   }
   if (response.status === 401) {
     askSignIn("Sign in with the service token to follow this job.");
@@ -161,6 +165,7 @@ async function followLog(jobId) {
   view.logAbort = controller;
   const log = $("#log");
   log.textContent = "";
+  view.logAtEnd = true;
   $("#log-box").hidden = false;
   logState("following live");
   try {
@@ -185,10 +190,9 @@ async function followLog(jobId) {
 
 function appendLog(text) {
   const log = $("#log");
-  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
   log.append(text);
   if (log.textContent.length > LOG_KEEP_CHARS * 1.3) log.textContent = log.textContent.slice(-LOG_KEEP_CHARS);
-  if (atBottom) log.scrollTop = log.scrollHeight;
+  if (view.logAtEnd) log.scrollTop = log.scrollHeight;  // follow the end unless the reader scrolled up
 }
 
 function logState(text) {
@@ -397,6 +401,10 @@ function wire() {
     drawEditor();
   });
   $("#config").addEventListener("scroll", syncScroll);
+  $("#log").addEventListener("scroll", () => {
+    const log = $("#log");
+    view.logAtEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+  });
   $("#config-file").addEventListener("change", async (event) => {
     const file = event.target.files[0];
     if (!file) return;

@@ -1,0 +1,278 @@
+"""The web page with 1,000 jobs, and the idle footprint of `attnlab serve` (issue 17).
+
+1. Page. A fresh home, queue only (slots=0: nothing trains), 1,000 jobs submitted through the API and
+   then finished in a mix of states. Headless Chromium (1400x900) opens `/` several times; measured is
+   the time from navigation start until the line under the table is painted (Element Timing: the
+   whole 1,000-row table is on screen), with the server's share (request start -> first byte).
+   Reference, same run: the API's own list of the same 1,000 jobs (GET /jobs, two pages of 500).
+   Bar: paint <= 0.3 s (median of the warm loads).
+2. Idle footprint. `attnlab serve` as shipped (MLflow UI on), warmed up, past the model checker's
+   idle timeout, nothing submitted: resident memory summed over the whole process tree, and CPU over
+   60 s. Beside it, today's configuration measured the same way in the same run (MLflow's job queue
+   on, the model checker kept). Bars: <= 1 GB, <= 2 % of one core.
+
+    .venv/bin/python benchmarks/bench_web.py [--loads 7] [--cpu-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.store import JobState, JobStore  # noqa: E402
+from service.web.headless import Browser  # noqa: E402
+
+TOKEN = "bench-token"
+JOBS = 1000
+PAINT_BAR_S = 0.3
+RSS_BAR_BYTES = 1e9
+CPU_BAR_PERCENT = 2.0
+# The page's paint of the line under the table (service/web/templates/_rows.html, elementtiming).
+PAINTED = """new Promise(resolve => {
+  new PerformanceObserver(list => {
+    for (const entry of list.getEntries()) if (entry.identifier === "jobs-table") resolve(entry.renderTime);
+  }).observe({type: "element", buffered: true});
+  setTimeout(() => resolve(null), 10000);
+}).then(painted => {
+  const n = performance.getEntriesByType("navigation")[0];
+  return {painted, server: n.responseStart - n.requestStart, received: n.responseEnd,
+          rows: document.querySelectorAll("tr[data-job]").length};
+})"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cpu_model() -> str:
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def start(home: Path, **settings: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "ATTNLAB_HOME": str(home), "ATTNLAB_TOKEN": TOKEN, "ATTNLAB_PORT": str(port),
+           "ATTNLAB_MLFLOW_UI_PORT": str(free_port()), "ATTNLAB_ACCESS_LOG": "false"}
+    env.update({f"ATTNLAB_{key.upper()}": value for key, value in settings.items() if key.islower()})
+    env.update({key: value for key, value in settings.items() if key.isupper()})
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
+                               stdout=open(home / "serve.out", "ab"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"serve exited:\n{(home / 'serve.out').read_text()[-2000:]}")
+        try:
+            health = httpx.get(f"{url}/health", timeout=2).json()
+            if health["warmed_up"] and (health["mlflow_ui"] is None or health["mlflow_ui_ready"]):
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("serve did not start in 180 s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# ---- the page ------------------------------------------------------------------------------------
+
+
+def seed(url: str, home: Path) -> None:
+    """1,000 jobs through the API, then a realistic mix of finished states (the table's worst case
+    is every row different)."""
+    config = {"data": {"kind": "image", "dataset": "fashion_mnist", "batch_size": 64},
+              "model": {"family": "se", "backbone": "resnet18_small", "placement": "se-all", "reduction": 16},
+              "tracking": {"experiment": "bench-web", "register_as": "bench-se"}}
+
+    async def submit_all() -> None:
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"},
+                                     timeout=120) as client:
+            queue = iter(range(JOBS))
+
+            async def worker() -> None:
+                for index in queue:
+                    body = {"config": {**config, "name": f"se-resnet18-ablation-{index:04d}"}}
+                    (await client.post("/jobs", json=body)).raise_for_status()
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+
+    asyncio.run(submit_all())
+    store = JobStore(f"sqlite:///{home / 'jobs.db'}")
+    for job_id in range(1, JOBS + 1):
+        if job_id % 10 < 6:
+            store.finish(job_id, JobState.SUCCEEDED)
+        elif job_id % 10 < 7:
+            store.finish(job_id, JobState.FAILED, "RuntimeError: out of memory")
+        elif job_id % 10 < 8:
+            store.finish(job_id, JobState.CANCELLED, "cancelled while running")
+    store.close()
+
+
+def api_list_seconds(url: str) -> float:
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=60) as client:
+        items = []
+        for offset in (0, 500):
+            items += client.get("/jobs", params={"limit": 500, "offset": offset}).json()["items"]
+    assert len(items) == JOBS
+    return time.perf_counter() - started
+
+
+def measure_page(loads: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="attnlab-bench-web-") as folder:
+        home = Path(folder)
+        process, url = start(home, slots="0", mlflow_ui="false")
+        try:
+            seed(url, home)
+            api = [api_list_seconds(url) for _ in range(loads)]
+            with Browser() as browser:
+                page = browser.page(1400, 900)
+                results = []
+                for _ in range(loads):
+                    page.goto(url + "/")
+                    results.append(page.evaluate(PAINTED))
+        finally:
+            stop(process)
+    assert all(r["rows"] == JOBS and r["painted"] for r in results), results
+    warm = results[1:]
+    return {"cold": results[0]["painted"] / 1000, "paint": statistics.median(r["painted"] for r in warm) / 1000,
+            "server": statistics.median(r["server"] for r in warm) / 1000,
+            "received": statistics.median(r["received"] for r in warm) / 1000,
+            "api": statistics.median(api[1:])}
+
+
+# ---- the idle footprint --------------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:60]
+    except OSError:
+        return "?"
+
+
+def measure_idle(cpu_window: float, **settings: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="attnlab-bench-idle-") as folder:
+        process, _ = start(Path(folder), slots="1", **settings)
+        try:
+            idle = float(settings.get("model_checker_idle_seconds", 60))
+            if idle > 0:  # past the checker's idle timeout: what an idle service holds
+                deadline = time.monotonic() + idle + 30
+                while any("service.model_checker" in command(p) for p in process_tree(process.pid)):
+                    if time.monotonic() > deadline:
+                        raise SystemExit("the model checker did not exit when idle")
+                    time.sleep(1)
+            time.sleep(5)
+            pids = process_tree(process.pid)
+            memory = {pid: rss_bytes(pid) for pid in pids}
+            before = {pid: cpu_seconds(pid) for pid in pids}
+            time.sleep(cpu_window)
+            used = sum(cpu_seconds(pid) - before[pid] for pid in pids if Path(f"/proc/{pid}").exists())
+        finally:
+            stop(process)
+    return {"processes": len(pids), "rss": sum(memory.values()), "api_rss": memory[process.pid],
+            "cpu": 100 * used / cpu_window,
+            "largest": sorted(((rss, command(pid)) for pid, rss in memory.items()), reverse=True)[:3]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loads", type=int, default=7, help="page loads (the first, cold, is not in the median)")
+    parser.add_argument("--cpu-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+
+    print(f"attnlab web page and idle footprint; {cpu_model()}, {os.cpu_count()} cpus, load average "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    page = measure_page(args.loads)
+    print(f"page: {JOBS} jobs in the table, 1400x900, median of {args.loads - 1} warm loads")
+    print(f"  table painted {page['paint'] * 1000:.0f} ms after navigation (cold first load "
+          f"{page['cold'] * 1000:.0f} ms); server render to first byte {page['server'] * 1000:.0f} ms, "
+          f"HTML received {page['received'] * 1000:.0f} ms")
+    print(f"  reference: the API's own list of the {JOBS} jobs {page['api'] * 1000:.0f} ms -> page/API "
+          f"{page['paint'] / page['api']:.2f}x")
+
+    today = measure_idle(args.cpu_seconds, model_checker_idle_seconds="0",
+                         MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true")
+    idle = measure_idle(args.cpu_seconds)
+    print(f"idle service (API + MLflow UI, nothing submitted), CPU over {args.cpu_seconds:.0f} s:")
+    for label, figures in (("before (MLflow job queue on, model checker kept)", today), ("now", idle)):
+        largest = ", ".join(f"{rss / 2**20:.0f} MiB {name.split()[-1] if 'uvicorn' in name else name}"
+                            for rss, name in figures["largest"])
+        print(f"  {label}: {figures['processes']} processes, RSS {figures['rss'] / 1e9:.2f} GB "
+              f"(API process {figures['api_rss'] / 1e9:.2f} GB), CPU {figures['cpu']:.2f} % of one core; "
+              f"largest: {largest}")
+    print(f"  now/before: memory {idle['rss'] / today['rss']:.2f}x, CPU {idle['cpu'] / max(today['cpu'], 1e-9):.2f}x")
+
+    checks = [(page["paint"] <= PAINT_BAR_S, f"table painted {page['paint']:.3f} s (bar <= {PAINT_BAR_S} s)"),
+              (idle["rss"] <= RSS_BAR_BYTES, f"idle RSS {idle['rss'] / 1e9:.2f} GB (bar <= 1 GB)"),
+              (idle["cpu"] <= CPU_BAR_PERCENT, f"idle CPU {idle['cpu']:.2f} % (bar <= {CPU_BAR_PERCENT} %)")]
+    for passed, line in checks:
+        print(f"{'PASS' if passed else 'FAIL'}: {line}")
+    return 0 if all(passed for passed, _ in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
