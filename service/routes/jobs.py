@@ -62,7 +62,7 @@ async def submit_training(request: TrainJobRequest, response: Response, services
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")
-def list_jobs(store: StoreDep,
+async def list_jobs(store: StoreDep,
               state: Annotated[JobState | None, Query()] = None,
               kind: Annotated[JobKind | None, Query()] = None,
               name: Annotated[str | None, Query(max_length=128, description="run-name prefix")] = None,

@@ -56,6 +56,11 @@ class Browser:
         self._reader.start()
         self.call("Target.setDiscoverTargets", discover=False)
 
+    @property
+    def pid(self) -> int:
+        """Chromium's main process (its renderers are its children)."""
+        return self._process.pid
+
     def __enter__(self) -> Browser:
         return self
 
@@ -189,8 +194,9 @@ class Page:
             const element = document.querySelector({json.dumps(selector)});
             if (!element) return null;
             element.scrollIntoView({{block: "center", inline: "center"}});
-            const r = element.getBoundingClientRect();
-            return [r.x + r.width / 2, r.y + r.height / 2, r.width * r.height];
+            const r = element.getBoundingClientRect();  // layout viewport; input events: the visual one
+            const view = window.visualViewport || {{offsetLeft: 0, offsetTop: 0}};
+            return [r.x + r.width / 2 - view.offsetLeft, r.y + r.height / 2 - view.offsetTop, r.width * r.height];
         }})()""")
         if not box or not box[2]:
             raise ProtocolError(f"nothing visible to click at {selector!r}")

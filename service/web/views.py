@@ -71,9 +71,10 @@ class Detail:
 
 
 def when(value: str | None) -> str:
+    """An API timestamp (ISO 8601, UTC) as text; the page's script shows it in local time."""
     if not value:
         return "-"
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return value[:19].replace("T", " ") + " UTC"
 
 
 def duration(job: dict[str, Any]) -> str:
@@ -110,7 +111,9 @@ def progress(job: dict[str, Any], detail: dict[str, Any] | None, trials: dict[st
         return Progress(text + (f", {len(trials['trials']) - done} running" if state == "RUNNING" else ""),
                         done / planned if planned else None)
     if detail is None or not detail.get("metrics"):
-        return Progress("starting" if state == "RUNNING" else f"took {duration(job)}")
+        if state == "RUNNING":
+            return Progress("starting")
+        return Progress(f"took {duration(job)}" if job.get("started_at") else "never started")
     trainer = (detail.get("config") or {}).get("trainer") or {}
     epoch, step = detail["metrics"].get("epoch"), detail.get("step")
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps") or -1

@@ -40,7 +40,7 @@ def js(value) -> str:
 
 
 def row_state(page, job_id: int) -> str:
-    return page.evaluate(f"(document.querySelector('tr[data-job=\"{job_id}\"] .state') || {{}}).textContent || ''")
+    return page.evaluate(f"(document.querySelector('.job-row[data-job=\"{job_id}\"] .state') || {{}}).textContent || ''")
 
 
 def test_submit_follow_and_cancel_a_training_job(service, browser, tmp_path):
@@ -89,7 +89,7 @@ def test_submit_follow_and_cancel_a_training_job(service, browser, tmp_path):
     page.wait_for("document.querySelector('#detail-info [data-role=metrics]')?.textContent.includes('train/loss')",
                   timeout=120, what="the latest metrics")
     assert row_state(page, job_id) == "RUNNING"
-    page.wait_for(f"/step \\d+/.test(document.querySelector('tr[data-job=\"{job_id}\"] .c-progress').textContent)",
+    page.wait_for(f"/step \\d+/.test(document.querySelector('.job-row[data-job=\"{job_id}\"] .c-progress').textContent)",
                   what="the table's live progress")
     with httpx.Client(base_url=service.url) as client:
         ui = client.get("/health").json()["mlflow_ui"]
@@ -103,7 +103,7 @@ def test_submit_follow_and_cancel_a_training_job(service, browser, tmp_path):
     page.click("#detail-info [data-cancel]")
     page.wait_for("document.querySelector('#detail-info [data-role=state]')?.textContent === 'CANCELLED'",
                   timeout=60, what="CANCELLED")
-    page.wait_for(f"document.querySelector('tr[data-job=\"{job_id}\"] .state')?.textContent === 'CANCELLED'",
+    page.wait_for(f"document.querySelector('.job-row[data-job=\"{job_id}\"] .state')?.textContent === 'CANCELLED'",
                   what="the table to show it cancelled")
     page.wait_for("document.querySelector('#log').textContent.includes('cancelled')", what="the log's last line")
     assert not page.evaluate("document.querySelector('#detail-info [data-cancel]')"), "no cancel for a finished job"
@@ -112,7 +112,7 @@ def test_submit_follow_and_cancel_a_training_job(service, browser, tmp_path):
         while client.get(f"/jobs/{job_id}").json()["mlflow_status"] != "KILLED":
             assert time.monotonic() < deadline, "the cancelled job's MLflow run was not marked KILLED"
             time.sleep(1)
-    page.click(f"tr[data-job='{job_id}'] .c-id")
+    page.click(f".job-row[data-job='{job_id}'] .c-id")
     page.wait_for("document.querySelector('#detail-info .facts').innerText.includes('KILLED')",
                   what="MLflow status KILLED on the page")
 
@@ -123,17 +123,28 @@ def test_submit_follow_and_cancel_a_training_job(service, browser, tmp_path):
 
 
 def test_the_page_fits_a_phone_and_shows_one_job_at_a_time(service, browser):
+    with service.client() as client:  # a long name must wrap, not widen the table
+        client.post("/jobs", json={"config": tiny_train_config("se-placement-x-reduction-ablation-of-stage-four",
+                                                               data="tiny-fmnist")}).raise_for_status()
     page = browser.page(390, 844, mobile=True)
     page.goto(service.url + "/")
-    page.wait_for("document.querySelector('tr[data-job]')", what="a job row")
+    page.wait_for("document.querySelector('.job-row')", what="a job row")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing scrolls sideways"
-    visible = page.evaluate("[...document.querySelectorAll('.jobs thead th')].filter(e => e.offsetWidth)"
+    visible = page.evaluate("[...document.querySelectorAll('.jobs-head [role=columnheader]')].filter(e => e.offsetWidth)"
                             ".map(e => e.textContent)")
     assert {"Name", "State", "Progress"} <= set(visible)
-    page.click("tr[data-job] .c-name a")
+    page.click(".job-row .c-name a")
     page.wait_for("document.querySelector('#detail-info article')", what="the job")
     assert page.evaluate("document.querySelector('.list').offsetHeight") == 0, "the list steps aside"
     assert page.evaluate("document.querySelector('[data-back]').offsetWidth") > 0
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.click("[data-back]")
     page.wait_for("document.querySelector('.list').offsetHeight > 0", what="the list again")
+    # The submit dialog works at this width too; a new tab is not signed in, so the service says why.
+    page.click("#open-submit")
+    page.type("#config", yaml.safe_dump(tiny_train_config("phone", data="tiny-fmnist")))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.click("#submit-button")
+    errors = page.wait_for("document.querySelector('#errors').innerText", what="the answer")
+    assert "needs the service token" in errors
+    assert page.evaluate("!document.querySelector('#submit-token-row').hidden")

@@ -89,16 +89,23 @@ async function refreshList() {
 }
 
 function markSelected() {
-  for (const row of document.querySelectorAll("tr[data-job]")) {
+  for (const row of document.querySelectorAll(".job-row")) {
     row.classList.toggle("selected", Number(row.dataset.job) === view.jobId);
   }
 }
 
+// Made once: a formatter per call to toLocaleString cost ~0.1 ms, a tenth of a second for 1,000 rows.
+const TIME_FORMATS = {
+  long: new Intl.DateTimeFormat([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+                                      second: "2-digit", hourCycle: "h23" }),
+  short: new Intl.DateTimeFormat([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+                                       hourCycle: "h23" }),
+};
+
 function localizeTimes(root) {
-  const format = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" };
   for (const element of root.querySelectorAll("time[datetime]")) {
     element.title = element.textContent;
-    element.textContent = new Date(element.dateTime).toLocaleString([], format);
+    element.textContent = TIME_FORMATS["short" in element.dataset ? "short" : "long"].format(new Date(element.dateTime));
   }
 }
 
@@ -379,7 +386,7 @@ function wire() {
       openJob(Number(opener.dataset.open));
       return;
     }
-    const row = event.target.closest("tr[data-job]");
+    const row = event.target.closest(".job-row");
     if (row && !event.target.closest("a")) {
       openJob(Number(row.dataset.job));
       return;
