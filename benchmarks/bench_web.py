@@ -7,7 +7,7 @@
    Reference, same run: the API's own list of the same 1,000 jobs (GET /jobs, two pages of 500).
    Bar: paint <= 0.3 s (median of the warm loads).
 2. Idle footprint. `attnlab serve` as shipped (MLflow UI on), warmed up, past the model checker's
-   idle timeout, nothing submitted: resident memory summed over the whole process tree, and CPU over
+   idle timeout, settled, nothing submitted: resident memory summed over the whole process tree, and CPU over
    60 s. Beside it, today's configuration measured the same way in the same run (MLflow's job queue
    on, the model checker kept). Bars: <= 1 GB, <= 2 % of one core.
 
@@ -40,6 +40,7 @@ JOBS = 1000
 PAINT_BAR_S = 0.3
 RSS_BAR_BYTES = 1e9
 CPU_BAR_PERCENT = 2.0
+SETTLE_SECONDS = 30
 # The page's paint of the line under the table (service/web/templates/_rows.html, elementtiming).
 PAINTED = """new Promise(resolve => {
   new PerformanceObserver(list => {
@@ -219,7 +220,7 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def command(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:60]
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
     except OSError:
         return "?"
 
@@ -235,9 +236,10 @@ def measure_idle(cpu_window: float, **settings: str) -> dict:
                     if time.monotonic() > deadline:
                         raise SystemExit("the model checker did not exit when idle")
                     time.sleep(1)
-            time.sleep(5)
+            time.sleep(SETTLE_SECONDS)  # let processes started at boot (MLflow's job queue) finish starting
             pids = process_tree(process.pid)
             memory = {pid: rss_bytes(pid) for pid in pids}
+            names = {pid: command(pid) for pid in pids}
             before = {pid: cpu_seconds(pid) for pid in pids}
             time.sleep(cpu_window)
             used = sum(cpu_seconds(pid) - before[pid] for pid in pids if Path(f"/proc/{pid}").exists())
@@ -245,7 +247,15 @@ def measure_idle(cpu_window: float, **settings: str) -> dict:
             stop(process)
     return {"processes": len(pids), "rss": sum(memory.values()), "api_rss": memory[process.pid],
             "cpu": 100 * used / cpu_window,
-            "largest": sorted(((rss, command(pid)) for pid, rss in memory.items()), reverse=True)[:3]}
+            "largest": sorted(((rss, names[pid]) for pid, rss in memory.items()), reverse=True)[:3]}
+
+
+def _short(command_line: str) -> str:
+    """`python -m service.model_checker` -> service.model_checker; `... attnlab serve` -> attnlab serve."""
+    words = command_line.split()
+    if "-m" in words:
+        return " ".join(words[words.index("-m") + 1:][:2])
+    return " ".join(word.rsplit("/", 1)[-1] for word in words[1:3])
 
 
 def main() -> int:
@@ -284,8 +294,7 @@ def report_idle(cpu_seconds: float) -> list[tuple[bool, str]]:
     idle = measure_idle(cpu_seconds)
     print(f"idle service (API + MLflow UI, nothing submitted), CPU over {cpu_seconds:.0f} s:")
     for label, figures in (("before (MLflow job queue on, model checker kept)", today), ("now", idle)):
-        largest = ", ".join(f"{rss / 2**20:.0f} MiB {name.split()[-1] if 'uvicorn' in name else name}"
-                            for rss, name in figures["largest"])
+        largest = ", ".join(f"{rss / 2**20:.0f} MiB {_short(name)}" for rss, name in figures["largest"])
         print(f"  {label}: {figures['processes']} processes, RSS {figures['rss'] / 1e9:.2f} GB "
               f"(API process {figures['api_rss'] / 1e9:.2f} GB), CPU {figures['cpu']:.2f} % of one core; "
               f"largest: {largest}")
