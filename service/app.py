@@ -11,7 +11,7 @@ from service.docs import add_local_docs
 from service.errors import BodySizeLimit, add_exception_handlers
 from service.lifecycle import start_services, stop_services
 from service.methods import AnswerOptions
-from service.routes import health, jobs, registry, searches, trials
+from service.routes import data_checks, health, jobs, registry, searches, trials
 from service.routes.web import add_web
 from service.settings import Settings, get_settings
 from service.yaml_body import YamlBodies
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_request_bytes)
     app.add_middleware(AnswerOptions)
     add_local_docs(app)
-    for module in (jobs, trials, searches, registry, health):
+    for module in (jobs, trials, searches, data_checks, registry, health):
         app.include_router(module.router)
     add_web(app)
     return app
