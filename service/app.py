@@ -12,7 +12,7 @@ from service.errors import BodySizeLimit, add_exception_handlers
 from service.lifecycle import start_services, stop_services
 from service.methods import AnswerOptions
 from service.routes import data_checks, health, jobs, registry, searches, trials
-from service.routes.web import add_web
+from service.routes.web import add_web, close_web
 from service.settings import Settings, get_settings
 from service.yaml_body import YamlBodies
 
@@ -21,6 +21,7 @@ from service.yaml_body import YamlBodies
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.services = start_services(app.state.settings)
     yield
+    await close_web(app)
     stop_services(app.state.services)
 
 

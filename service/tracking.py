@@ -107,14 +107,19 @@ class TrackingReader:
             view.model_version = run.data.tags.get(REGISTERED_TAG, "").partition("@")[0] or None
         return view
 
+    def child_runs(self, run_id: str, status: str | None = None, limit: int = 2000) -> list:
+        """The runs nested under `run_id` (a search's trials), oldest first; only `status` ones if given."""
+        run = self.client.get_run(run_id)
+        condition = f"tags.`mlflow.parentRunId` = {_quote(run_id)}"
+        if status:
+            condition += f" and attributes.status = {_quote(status)}"
+        return self.client.search_runs([run.info.experiment_id], filter_string=condition, max_results=limit,
+                                       order_by=["attributes.start_time ASC"])
+
     def mark_killed(self, run_id: str) -> None:
         """A cancelled job's run, and its child runs still RUNNING (a search's trials), end KILLED."""
-        run = self.client.get_run(run_id)
         self.client.set_terminated(run_id, "KILLED")
-        children = self.client.search_runs([run.info.experiment_id], max_results=1000,
-                                           filter_string=f"tags.`mlflow.parentRunId` = {_quote(run_id)} "
-                                                         "and attributes.status = 'RUNNING'")
-        for child in children:
+        for child in self.child_runs(run_id, status="RUNNING"):
             self.client.set_terminated(child.info.run_id, "KILLED")
 
     # ---- registry ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A search job's trials, read live from MLflow, and its ablation table built from them.
 
-Each trial is a child run of the search's parent run (tag `mlflow.parentRunId`); its searched values
+Each trial is a child run of the search's parent run (TrackingReader.child_runs); its searched values
 are its params (the flattened config, `model.reduction` -> "16"), its score the latest value of the
 search metric. The table is the one `attnlab tune` writes at the end (tuning/report.py: rows x
 columns -> best value), built here from whatever trials exist so far, so it fills in while the
@@ -12,24 +12,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from service.tracking import TrackingReader, _quote
+from service.tracking import TrackingReader
 from training.tracking import COMPLETE_TAG, RUN_NAME_TAG
 from tuning.report import build_table
-from tuning.tags import INFEASIBLE_TAG, PARENT_TAG, STOPPED_EARLY_TAG
+from tuning.tags import INFEASIBLE_TAG, STOPPED_EARLY_TAG
 
 MAX_TRIALS = 2000
 
 
 def search_trials(tracking: TrackingReader, parent_run_id: str, search: dict[str, Any]) -> dict[str, Any]:
     """{planned, trials: [...], ablation: {...}} for the search section `search` of a stored job config."""
-    client = tracking.client
-    parent = client.get_run(parent_run_id)
+    parent = tracking.client.get_run(parent_run_id)
     metric, mode = search.get("metric", "val/acc"), search.get("mode", "max")
     rows_name, columns_name = search.get("rows", "model.placement"), search.get("columns", "model.reduction")
     space = search.get("space") or {}
-    runs = client.search_runs([parent.info.experiment_id], max_results=MAX_TRIALS,
-                              filter_string=f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}",
-                              order_by=["attributes.start_time ASC"])
+    runs = tracking.child_runs(parent_run_id, limit=MAX_TRIALS)
     shown = list(dict.fromkeys([*space, rows_name, columns_name]))  # searched fields, then the table's axes
     trials = [_trial(run, shown, metric) for run in runs]
     table = build_table(

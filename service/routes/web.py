@@ -51,6 +51,12 @@ def add_web(app: FastAPI) -> None:
     app.include_router(router)
 
 
+async def close_web(app: FastAPI) -> None:
+    client = getattr(app.state, "web_api_client", None)
+    if client is not None:
+        await client.aclose()
+
+
 class Api:
     """GETs to this app's own API, in-process, as the browser's request would make them."""
 
