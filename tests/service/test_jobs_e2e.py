@@ -105,4 +105,4 @@ def test_search_job_runs_its_trials(start_service, idx_data, tmp_path):
     assert ablation["rows"] == ["se-stage4"] and ablation["columns"] == ["2", "4"]
     assert sum(cell["best"] for cell in ablation["cells"][0]) == 1
     assert 'data-role="trials"' in fragment and 'data-role="ablation"' in fragment and "2 of 2" in fragment
-    assert "e2e-search version 1" in fragment
+    assert "e2e-search v1" in fragment
