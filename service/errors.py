@@ -14,11 +14,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datamodules.config import DATA_KINDS
 from service.configs import ConfigRejected
 from service.methods import allowed_methods
 from service.store import IdempotencyConflict
-from service.tracking import NotFound
 from service.yaml_body import LINES_KEY, line_of
+from training.tracking import NotFound
 
 log = logging.getLogger("attnlab.service")
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
@@ -42,7 +43,7 @@ def _shown(loc: list[str]) -> list[str]:
     # unions add their tag ("image") to the path.
     if loc[:1] != ["body"]:
         return loc
-    return [part for part in loc[1:] if part not in ("image", "video")] or ["body"]
+    return [part for part in loc[1:] if part not in DATA_KINDS] or ["body"]
 
 
 def _clean(message: str) -> str:

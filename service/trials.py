@@ -13,20 +13,19 @@ import math
 from typing import Any
 
 from service.tracking import TrackingReader
+from training import tracking
 from training.tracking import COMPLETE_TAG, RUN_NAME_TAG
 from tuning.report import build_table
 from tuning.tags import INFEASIBLE_TAG, STOPPED_EARLY_TAG
 
-MAX_TRIALS = 2000
 
-
-def search_trials(tracking: TrackingReader, parent_run_id: str, search: dict[str, Any]) -> dict[str, Any]:
+def search_trials(reader: TrackingReader, parent_run_id: str, search: dict[str, Any]) -> dict[str, Any]:
     """{planned, trials: [...], ablation: {...}} for the search section `search` of a stored job config."""
-    parent = tracking.client.get_run(parent_run_id)
+    parent = tracking.get_run(reader.uri, parent_run_id)
     metric, mode = search.get("metric", "val/acc"), search.get("mode", "max")
     rows_name, columns_name = search.get("rows", "model.placement"), search.get("columns", "model.reduction")
     space = search.get("space") or {}
-    runs = tracking.child_runs(parent_run_id, limit=MAX_TRIALS)
+    runs = reader.child_runs(parent_run_id)
     shown = list(dict.fromkeys([*space, rows_name, columns_name]))  # searched fields, then the table's axes
     trials = [_trial(run, shown, metric) for run in runs]
     table = build_table(

@@ -141,14 +141,12 @@ def registry_list(args) -> int:
 
 
 def registry_show(args) -> int:
-    from mlflow.exceptions import MlflowException
-
-    from training.tracking import model_versions
+    from training.tracking import NotFound, model_versions
 
     try:
         rows = model_versions(_uri(args), args.name)
-    except MlflowException as error:
-        print(f"registered model {args.name!r}: {error.message}", file=sys.stderr)
+    except NotFound as error:
+        print(error, file=sys.stderr)
         return 1
     _print_table(["version", "aliases", "status", "test/acc", "run id"],
                  [(r["version"], r["aliases"], r["status"],
@@ -157,14 +155,12 @@ def registry_show(args) -> int:
 
 
 def registry_promote(args) -> int:
-    from mlflow.exceptions import MlflowException
-
-    from training.tracking import promote
+    from training.tracking import NotFound, promote
 
     try:
         promote(_uri(args), args.name, args.version, args.alias)
-    except MlflowException as error:
-        print(f"cannot promote {args.name} version {args.version}: {error.message}", file=sys.stderr)
+    except (NotFound, ValueError) as error:
+        print(f"cannot promote {args.name} version {args.version}: {error}", file=sys.stderr)
         return 1
     print(f"{args.name}: alias {args.alias!r} -> version {args.version}")
     return 0

@@ -3,5 +3,4 @@
 SEARCH_TAG = "attnlab.search"  # parent and trials: the search's name
 TRIAL_TAG = "attnlab.trial_id"
 INFEASIBLE_TAG = "attnlab.infeasible"  # a trial over the budget: why (it did not train)
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag, on every trial's run
 STOPPED_EARLY_TAG = "attnlab.stopped_early"  # "true" when ASHA stopped the trial

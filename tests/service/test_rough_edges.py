@@ -9,8 +9,9 @@ import sys
 import pytest
 import yaml
 
-from service.cli import main
 from tests.service.conftest import TOKEN, tiny_train_config
+
+pytestmark = pytest.mark.slow  # a real `attnlab serve` subprocess
 
 
 @pytest.fixture
@@ -130,10 +131,3 @@ def test_jobs_list_prints_long_names_whole_when_piped(service):
                             text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert name in listed.stdout
-
-
-def test_jobs_submit_names_the_broken_yaml_file(tmp_path, capsys):
-    path = tmp_path / "broken.yaml"
-    path.write_text("name: x\nmodel: {family: se\n")
-    assert main(["jobs", "--url", "http://127.0.0.1:9", "submit", "--config", str(path)]) == 2
-    assert f"{path}: not valid YAML" in capsys.readouterr().err
