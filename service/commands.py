@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+PIPED_WIDTH = 400  # columns of piped output: room for the longest name (128) and a run id (32) on one line
 STATE_STYLES = {"QUEUED": "cyan", "RUNNING": "yellow", "SUCCEEDED": "green", "FAILED": "red",
                 "CANCELLED": "magenta"}
 
@@ -123,9 +124,12 @@ def _client(args: argparse.Namespace):
 
 
 def _console():
+    """(stdout, stderr) consoles; piped or captured output is not squeezed into 80 columns."""
     from rich.console import Console
 
-    return Console(), Console(stderr=True)
+    out, err = Console(), Console(stderr=True)
+    return (out if out.is_terminal else Console(width=PIPED_WIDTH),
+            err if err.is_terminal else Console(stderr=True, width=PIPED_WIDTH))
 
 
 def _guarded(run):
@@ -146,18 +150,12 @@ def _guarded(run):
 
 @_guarded
 def run_submit(args: argparse.Namespace) -> int:
-    import yaml
-
-    from training.config import ConfigError, apply_override
+    from training.config import ConfigError, read_raw_config
 
     out, err = _console()
     try:
-        raw = yaml.safe_load(args.config.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{args.config}: expected a mapping at the top level")
-        for override in args.overrides:
-            apply_override(raw, override)
-    except (OSError, yaml.YAMLError, ConfigError) as error:
+        raw = read_raw_config(args.config, args.overrides)  # errors name the file, as `attnlab train` does
+    except (OSError, ConfigError) as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
     client = _client(args)
@@ -179,7 +177,8 @@ def run_list(args: argparse.Namespace) -> int:
                               offset=args.offset)
     table = Table(box=None, header_style="bold")
     for column in ("ID", "KIND", "NAME", "STATE", "ATTEMPTS", "CREATED", "DURATION", "MLFLOW RUN", "MODEL", "OWNER"):
-        table.add_column(column, no_wrap=column in ("ID", "STATE", "CREATED"))
+        # A narrow terminal folds long names and run ids onto more lines rather than cutting them off.
+        table.add_column(column, no_wrap=column in ("ID", "STATE", "CREATED"), overflow="fold")
     for job in page["items"]:
         model = f"{job['registered_model']} v{job['model_version']}" if job["model_version"] else ""
         table.add_row(str(job["id"]), job["kind"], job["name"], _state(job["state"]), str(job["attempts"]),

@@ -34,7 +34,7 @@ class Services:
     users: UserStore
     audit: AuditLog
     mlflow_ui: MlflowUI | None = None
-    mlflow_ui_url: str | None = None  # set once the UI answers
+    mlflow_ui_url: str | None = None  # where the UI this service starts answers (mlflow_ui.ready: once it does)
     # Set once the model checker and the tracking store are warm: requests before it are served,
     # just slower (the first submission may wait for the checker to import torch).
     warmed_up: threading.Event = field(default_factory=threading.Event)

@@ -1,8 +1,9 @@
 """The MLflow web UI on the embedded store: `mlflow server` as a child process of `attnlab serve`.
 
-Started only when no external tracking server is configured. Its first start migrates the SQLite
-store and takes ~20 s on two cores, so readiness is polled (GET /health), never assumed after a
-fixed sleep. The child gets SIGTERM if the service dies (PR_SET_PDEATHSIG), so it never outlives us.
+Started only when no external tracking server is configured, with one worker and without MLflow's
+job queue (see `environment`). Its first start migrates the SQLite store and takes ~20 s on two
+cores, so readiness is polled (GET /health), never assumed after a fixed sleep. The child gets
+SIGTERM if the service dies (PR_SET_PDEATHSIG), so it never outlives us.
 The MLflow UI has no login: it listens on loopback (ATTNLAB_MLFLOW_UI_HOST) even when the API is
 served on every interface; widening it is said loudly at start (docs/deployment.md: put an
 authenticating proxy in front, as the compose stack does).
@@ -82,11 +83,18 @@ class MlflowUI:
                 "reaches it can read and change every run and model. Put an authenticating proxy in front "
                 "(docs/deployment.md) or set ATTNLAB_MLFLOW_UI_HOST=127.0.0.1")
 
+    @staticmethod
+    def environment() -> dict[str, str]:
+        """MLflow 3.17's server also starts a job queue (a job runner and seven huey consumers, for
+        GenAI evaluation jobs): ~1.8 GB and a little CPU when idle, and attnlab never submits such
+        a job. MLflow's own switch turns it off; the UI and the tracking/registry API are unchanged."""
+        return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}  # set it to true to have them
+
     def start(self) -> None:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True,
+            self._process = subprocess.Popen(self.command(), env=self.environment(), stdin=subprocess.DEVNULL,
+                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                              preexec_fn=_die_with_parent)
 
     def wait_ready(self, timeout: float = 180.0) -> bool:

@@ -85,6 +85,44 @@ class JobDetail(JobOut):
     mlflow_status: str | None = None
     metrics: dict[str, float | None] = Field(default_factory=dict,
                                              description="latest value of each MLflow metric (null: not finite)")
+    step: int | None = Field(None, description="the latest step the run logged a metric at (training progress)")
+
+
+class TrialOut(BaseModel):
+    name: str | None
+    run_id: str
+    status: str = Field(description="the trial's MLflow run status: RUNNING, FINISHED, KILLED, FAILED")
+    values: dict[str, str] = Field(description="this trial's values of the searched fields and of the ablation "
+                                               "table's axes (as MLflow params)")
+    metric: float | None = Field(description="latest value of the search metric (null: none yet, or not finite)")
+    epoch: int | None
+    stopped_early: bool = Field(description="ASHA stopped it")
+    over_budget: bool = Field(description="pruned by the search budget without training")
+    complete: bool
+
+
+class AblationCell(BaseModel):
+    value: float | None
+    stopped_early: bool
+    over_budget: bool
+    trials: int
+    best: bool
+
+
+class Ablation(BaseModel):
+    row_name: str
+    column_name: str
+    rows: list[str]
+    columns: list[str]
+    cells: list[list[AblationCell]] = Field(description="cells[row][column]: the best trial of that pair")
+
+
+class SearchTrials(BaseModel):
+    planned: int | None = Field(description="trials the search runs in all (grid points x samples)")
+    metric: str
+    mode: str
+    trials: list[TrialOut]
+    ablation: Ablation
 
 
 class JobList(BaseModel):
@@ -126,7 +164,8 @@ class Health(BaseModel):
     slots: int
     runner: str
     tracking_uri: str
-    mlflow_ui: str | None = Field(description="URL of the MLflow UI this service started, if any")
+    mlflow_ui: str | None = Field(description="URL of the MLflow UI this service starts, if any (known at once)")
+    mlflow_ui_ready: bool = Field(False, description="the MLflow UI answers (its first start takes 20-40 s)")
 
 
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     url: str | None = None  # where the `attnlab jobs` client finds the service; None = http://host:port
     max_request_bytes: int = Field(default=1_000_000, gt=0)
     access_log: bool = True  # uvicorn's line per request
+    # The config checker (a helper process with torch, ~650 MB) exits after this many idle seconds and
+    # starts again on the next submission (a few seconds); 0 = keep it running.
+    model_checker_idle_seconds: float = Field(default=60.0, ge=0)
 
     @field_validator("data_roots", mode="before")
     @classmethod

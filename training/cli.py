@@ -97,7 +97,7 @@ def _fashion_mnist_present(root: str | None) -> bool:
 
 
 def _print_summary(result, seconds: float, demo: bool) -> None:
-    from training.tracking import ui_command
+    from training.tracking import browse_hint
 
     if result.already_complete:
         print(f"\nrun {result.name!r} is already complete (nothing trained); its stored result:")
@@ -113,7 +113,7 @@ def _print_summary(result, seconds: float, demo: bool) -> None:
         print(f"registered:  version {result.model_version}")
     if demo and "test/acc" in result.metrics:
         print(f"\ntest accuracy on Fashion-MNIST: {result.metrics['test/acc']:.2%}")
-    print(f"browse:      {ui_command(result.tracking_uri)}")
+    print(f"browse:      {browse_hint(result.tracking_uri, result.run_id)}")
 
 
 def _print_table(headers: list[str], rows: list[tuple]) -> None:

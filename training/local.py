@@ -150,6 +150,7 @@ def run_training(cfg: TrainConfig, *, callbacks: list | None = None, role: Proce
     uri = tracking.tracking_uri(cfg.tracking.uri)
     run = None
     if role.is_rank_zero():
+        tracking.experiment_id(uri, cfg.tracking.experiment)  # created by us, not the logger: tagged for the UI
         done = completed_result(cfg)
         if done is not None:
             return done

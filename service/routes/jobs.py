@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -13,10 +14,11 @@ from pydantic import BaseModel
 from service.auth import ReaderDep, WriterDep, deny
 from service.configs import prepare_config
 from service.deps import Services, ServicesDep, SettingsDep, StoreDep, SupervisorDep, TrackingDep
-from service.schemas import JobDetail, JobList, JobOut, TrainJobRequest
+from service.schemas import JobDetail, JobList, JobOut, TrainJobConfig, TrainJobRequest
 from service.store import Job, JobKind, JobState, JobStore, QueueFull
 from service.supervisor import log_path
 from service.users import Principal
+from service.yaml_body import openapi_yaml_body
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -78,7 +80,8 @@ def visible_job(store: JobStore, job_id: int, who: Principal) -> Job:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_RESPONSES,
-             summary="Submit a training job")
+             openapi_extra=openapi_yaml_body(TrainJobConfig),
+             summary="Submit a training job (JSON request, or the YAML config itself)")
 async def submit_training(request: TrainJobRequest, response: Response, services: ServicesDep,
                           who: WriterDep) -> JobOut:
     return await submit_job(JobKind.TRAIN, request.config.name, request.config, request.idempotency_key, response,
@@ -87,7 +90,7 @@ async def submit_training(request: TrainJobRequest, response: Response, services
 
 @router.get("", response_model=JobList, responses={401: READ_RESPONSES[401], 403: {"description": "a user "
             "asking for another user's jobs"}}, summary="List jobs, newest first (a user's own jobs only)")
-def list_jobs(store: StoreDep, who: ReaderDep,
+async def list_jobs(store: StoreDep, who: ReaderDep,
               state: Annotated[JobState | None, Query()] = None,
               kind: Annotated[JobKind | None, Query()] = None,
               name: Annotated[str | None, Query(max_length=128, description="run-name prefix")] = None,
@@ -112,7 +115,7 @@ def show_job(job_id: JobId, store: StoreDep, tracking: TrackingDep, who: ReaderD
             run = tracking.run(job.mlflow_run_id)
         except Exception:  # the tracking store is unreachable: show the job without metrics
             return detail
-        detail.mlflow_status, detail.metrics = run.status, run.metrics
+        detail.mlflow_status, detail.metrics, detail.step = run.status, run.metrics, run.step
         detail.registered_model = detail.registered_model or run.registered_model
         detail.model_version = detail.model_version or run.model_version
     return detail
@@ -123,12 +126,14 @@ def show_job(job_id: JobId, store: StoreDep, tracking: TrackingDep, who: ReaderD
 def job_logs(job_id: JobId, store: StoreDep, settings: SettingsDep, who: ReaderDep,
              follow: Annotated[bool, Query(description="keep streaming until the job ends")] = False,
              offset: Annotated[int, Query(ge=0, le=2**62, description="start at this byte")] = 0,
+             tail: Annotated[int | None, Query(ge=1, le=2**31, description="instead of offset: start at the "
+                                               "first whole line of the last `tail` bytes")] = None,
              ) -> StreamingResponse:
     visible_job(store, job_id, who)
     path = log_path(settings, job_id)
 
     async def chunks() -> AsyncIterator[bytes]:
-        position = offset
+        position = offset if tail is None else await asyncio.to_thread(_tail_start, path, tail)
         while True:
             data = await asyncio.to_thread(_read_from, path, position)
             position += len(data)
@@ -149,9 +154,26 @@ def job_logs(job_id: JobId, store: StoreDep, settings: SettingsDep, who: ReaderD
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+def _tail_start(path, tail: int) -> int:
+    """The offset of the first line that starts within the last `tail` bytes (0 for a shorter log)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return 0
+    if size <= tail:
+        return 0
+    start = size - tail
+    newline = _read_from(path, start - 1, tail + 1).find(b"\n")  # a line starting exactly at `start` counts
+    return start + newline if newline >= 0 else size
+
+
 def _read_from(path, position: int, size: int = 1 << 16) -> bytes:
     try:
         with open(path, "rb") as handle:
+            # Past the end there is nothing yet; reading there fails (EINVAL) beyond the file system's
+            # largest offset (2^44 on ext4), which the schema's 2^62 allows.
+            if position >= os.fstat(handle.fileno()).st_size:
+                return b""
             handle.seek(position)
             return handle.read(size)
     except FileNotFoundError:
@@ -159,15 +181,20 @@ def _read_from(path, position: int, size: int = 1 << 16) -> bytes:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut,
-             responses={**READ_RESPONSES, 403: {"description": "another user's job, or a viewer's token"}},
-             summary="Cancel a queued or running job (finished jobs are returned unchanged); users cancel "
-                     "their own jobs, admins any")
+             responses={**READ_RESPONSES, 403: {"description": "another user's job, or a viewer's token"},
+                        409: {"description": "the job had already finished: nothing to cancel"}},
+             summary="Cancel a queued or running job; users cancel their own jobs, admins any")
 async def cancel_job(job_id: JobId, services: ServicesDep, who: WriterDep) -> JobOut:
     store, supervisor = services.store, services.supervisor
     job = await asyncio.to_thread(get_job, store, job_id)
+    # Whose job it is comes first: someone else's job answers 403 whatever its state, so a
+    # refused caller learns nothing about it beyond its existence.
     if not (who.is_admin or who.owns(job.owner)):
         raise deny(services, who, "job.cancel", f"job {job_id}", f"job {job_id} belongs to another user; users "
                                                                  "cancel only their own jobs (admins any)")
+    if JobState(job.state).finished:
+        raise deny(services, who, "job.cancel", f"job {job_id}", f"job {job_id} already ended {job.state}; only "
+                   "QUEUED or RUNNING jobs can be cancelled", status.HTTP_409_CONFLICT)
     services.audit.record(who, "job.cancel", f"job {job_id}", {"state": job.state, "owner": job.owner})
     job = await asyncio.to_thread(store.request_cancel, job_id)
     supervisor.wake()

@@ -218,3 +218,37 @@ def test_stored_timestamps_come_back_timezone_aware(store):
     store.mark_running(job.id, "test")
     stored = store.get(job.id)
     assert stored.created_at.tzinfo is not None and stored.started_at.utcoffset().total_seconds() == 0
+
+
+class EndingRunner(ScriptedRunner):
+    """Running until cancelled; then the process takes one more poll to end (as SIGTERM's grace does)."""
+
+    def poll(self, handle):
+        if not self.cancelled:
+            return RunnerState.RUNNING
+        self.polls_after_cancel = getattr(self, "polls_after_cancel", 0) + 1
+        return RunnerState.RUNNING if self.polls_after_cancel == 1 else RunnerState.FAILED
+
+
+def test_cancelled_jobs_runs_end_killed_in_mlflow_once_the_process_is_gone(settings, store):
+    from mlflow.tracking import MlflowClient
+
+    from service.tracking import TrackingReader
+
+    uri = settings.tracking_uri
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("queue")
+    parent = client.create_run(experiment, run_name="search").info.run_id
+    trial = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
+    done = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    job, _ = store.submit(JobKind.SEARCH, "search", _config("search"))
+    runner = EndingRunner({})
+    supervisor = Supervisor(settings, store, runner, TrackingReader(uri))
+    supervisor.run_once()
+    store.set_tracking(job.id, run_id=parent)
+    store.request_cancel(job.id)
+    supervisor.run_once()  # cancels; the process is still ending: the run must not be touched yet
+    assert store.get(job.id).state == "CANCELLED" and client.get_run(parent).info.status == "RUNNING"
+    supervisor.run_once()
+    assert [client.get_run(run).info.status for run in (parent, trial, done)] == ["KILLED", "KILLED", "FINISHED"]

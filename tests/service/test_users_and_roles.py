@@ -12,6 +12,7 @@ import hashlib
 import sqlite3
 
 import pytest
+import yaml
 
 from tests.service.conftest import TOKEN, launch_service, tiny_train_config
 
@@ -42,6 +43,14 @@ def tokens(service) -> dict[str, str]:
 
 def as_user(service, tokens, name):
     return service.client(token=tokens[name])
+
+
+def new_user(service, name: str, role: str = "user") -> str:
+    """A fresh user's token (each test below its own, so earlier tests' queued jobs do not count)."""
+    with service.client() as admin:
+        made = admin.post("/users", json={"name": name, "role": role})
+    assert made.status_code == 201, made.text
+    return made.json()["token"]
 
 
 def submit(client, name: str, **extra):
@@ -157,3 +166,77 @@ def test_every_mutating_action_is_in_the_admins_audit_log(service, tokens):
     assert ("alice", "admin", "service", "denied") in seen
     assert ("admin", "user.create", "user erin", "ok") in seen and ("admin", "user.revoke", "user erin", "ok") in seen
     assert all(entry["at"] for entry in entries)
+
+
+def test_a_searchs_trials_are_read_as_its_job_is(service, tokens):
+    search = {**tiny_train_config("fay-search"), "search": {
+        "space": {"model.reduction": {"grid": [2, 4]}}, "algorithm": "grid", "scheduler": {"kind": "fifo"}}}
+    with service.client(token=new_user(service, "fay")) as fay, as_user(service, tokens, "bob") as bob, \
+            as_user(service, tokens, "vera") as vera, service.client(token=None) as anonymous:
+        job = fay.post("/searches", json={"config": search}).json()
+        path = f"/jobs/{job['id']}/trials"
+        assert anonymous.get(path).status_code == 401
+        refused = bob.get(path)  # someone else's search: refused before anything about it is said
+        assert refused.status_code == 403 and "belongs to another user" in refused.json()["message"]
+        for reader in (fay, vera):  # its owner and a viewer get as far as "not started" (nothing trains here)
+            answer = reader.get(path)
+            assert answer.status_code == 409 and "has no MLflow run yet" in answer.json()["message"]
+        fay.post(f"/jobs/{job['id']}/cancel")
+
+
+def test_the_web_page_shows_each_token_what_the_api_lets_it(service, tokens):
+    with service.client(token=new_user(service, "gail")) as gail, as_user(service, tokens, "bob") as bob, \
+            as_user(service, tokens, "vera") as vera, service.client() as admin, \
+            service.client(token=None) as anonymous:
+        job = submit(gail, "gail-on-the-page").json()
+        shell = anonymous.get("/")  # a navigation carries no token: the shell, which asks for one
+        assert shell.status_code == 200 and 'data-needs-token="true"' in shell.text
+        assert "gail-on-the-page" not in shell.text and anonymous.get("/ui/jobs").status_code == 401
+        assert "gail-on-the-page" in gail.get("/ui/jobs").text and "gail-on-the-page" in vera.get("/ui/jobs").text
+        assert "gail-on-the-page" not in bob.get("/ui/jobs").text
+        refused = bob.get(f"/ui/jobs/{job['id']}")
+        assert refused.status_code == 403 and "belongs to another user" in refused.text
+        own, viewed, administered = (client.get(f"/ui/jobs/{job['id']}").text for client in (gail, vera, admin))
+        assert "gail-on-the-page" in viewed and "<dd>gail</dd>" in viewed  # the owner fact
+        # Cancel is offered only to whoever may cancel: its owner and admins, never a viewer.
+        assert "data-cancel=" in own and "data-cancel=" in administered and "data-cancel=" not in viewed
+        gail.post(f"/jobs/{job['id']}/cancel")
+
+
+def test_cancelling_anothers_finished_job_is_403_and_ones_own_a_409(service, tokens):
+    with service.client(token=new_user(service, "hal")) as hal, as_user(service, tokens, "bob") as bob, \
+            as_user(service, tokens, "vera") as vera, service.client() as admin:
+        job = submit(hal, "hal-finished").json()
+        assert hal.post(f"/jobs/{job['id']}/cancel").json()["state"] == "CANCELLED"
+        foreign, viewer = bob.post(f"/jobs/{job['id']}/cancel"), vera.post(f"/jobs/{job['id']}/cancel")
+        assert foreign.status_code == 403 and "belongs to another user" in foreign.json()["message"]
+        assert viewer.status_code == 403 and "can only read" in viewer.json()["message"]
+        for client in (hal, admin):
+            again = client.post(f"/jobs/{job['id']}/cancel")
+            assert again.status_code == 409 and "already ended CANCELLED" in again.json()["message"]
+        entries = admin.get("/audit", params={"action": "job.cancel", "limit": 1000}).json()["items"]
+    seen = [(entry["actor"], entry["outcome"]) for entry in entries if entry["target"] == f"job {job['id']}"]
+    assert sorted(seen) == [("admin", "denied"), ("bob", "denied"), ("hal", "denied"), ("hal", "ok")]
+
+
+def test_yaml_submissions_and_data_checks_are_audited_as_their_submitters(service, tokens):
+    check = {"name": "clips", "data": {"kind": "video", "dataset": "folder", "root": "clips"},
+             "model": {"family": "none", "backbone": "c2d_resnet_tiny"}}
+    text = yaml.safe_dump(tiny_train_config("ida-yaml"), sort_keys=False)
+    with service.client(token=new_user(service, "ida")) as ida, \
+            service.client(token=new_user(service, "vic", "viewer")) as vic:
+        posted = ida.post("/jobs", content=text, headers={"content-type": "application/yaml"})
+        checked = ida.post("/data-checks", json={"config": check})
+        assert (posted.status_code, checked.status_code) == (201, 201), checked.text
+        assert posted.json()["owner"] == checked.json()["owner"] == "ida"
+        refused = vic.post("/jobs", content=text, headers={"content-type": "application/yaml"})
+        assert refused.status_code == 403 and vic.post("/data-checks", json={"config": check}).status_code == 403
+        for job in (posted.json(), checked.json()):
+            ida.post(f"/jobs/{job['id']}/cancel")
+    with service.client() as admin:
+        ida_entries = admin.get("/audit", params={"actor": "ida", "limit": 1000}).json()["items"]
+        vic_entries = admin.get("/audit", params={"actor": "vic", "limit": 1000}).json()["items"]
+    seen = {(entry["action"], entry["target"], entry["outcome"]) for entry in ida_entries}
+    assert ("train.submit", f"job {posted.json()['id']}", "ok") in seen
+    assert ("data_check.submit", f"job {checked.json()['id']}", "ok") in seen
+    assert [(entry["action"], entry["outcome"]) for entry in vic_entries] == [("write", "denied")] * 2
