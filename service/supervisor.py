@@ -28,6 +28,7 @@ log = logging.getLogger("attnlab.service")
 # A cancelled attempt gets SIGTERM, then SIGKILL after the runner's grace (10 s locally); past this,
 # its MLflow run is marked KILLED even if the runner still reports it running.
 KILLED_MARK_WAIT_SECONDS = 30.0
+KILLED_MARK_RETRY_SECONDS = 300.0
 RUNNER_TO_JOB_STATE = {RunnerState.SUCCEEDED: JobState.SUCCEEDED, RunnerState.FAILED: JobState.FAILED,
                        RunnerState.CANCELLED: JobState.CANCELLED}
 
@@ -168,17 +169,23 @@ class Supervisor:
 
     def _mark_cancelled_runs(self) -> None:
         """Mark the MLflow run (and a search's unfinished trials) of each cancelled job KILLED, once
-        its process has ended or its grace period is over; best effort, like `_track`."""
+        all its processes have ended or its grace period is over. A failed write (tracking store busy
+        or unreachable) is retried on the next passes, for up to `KILLED_MARK_RETRY_SECONDS`."""
+        now = time.monotonic()
         for job_id, (job, handle, deadline) in list(self._ending.items()):
-            if self.runner.poll(handle) is RunnerState.RUNNING and time.monotonic() < deadline:
+            if now < deadline and not self.runner.ended(handle):
                 continue
-            del self._ending[job_id]
             try:
                 run_id = job.mlflow_run_id or self.tracking.find_run_id(_experiment(job.config), job.name)
                 if run_id is not None:
                     self.tracking.mark_killed(run_id)
             except Exception:
+                if now < deadline + KILLED_MARK_RETRY_SECONDS:
+                    log.debug("marking the MLflow run of cancelled job %s KILLED failed; retrying", job_id,
+                              exc_info=True)
+                    continue
                 log.warning("could not mark the MLflow run of cancelled job %s KILLED", job_id, exc_info=True)
+            del self._ending[job_id]
 
     def _track(self, job: Job, final: bool) -> None:
         """Record the job's MLflow run id, and at the end its registered version (best effort)."""

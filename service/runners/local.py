@@ -86,6 +86,20 @@ class LocalProcessRunner(JobRunner):
         timer.daemon = True
         timer.start()
 
+    def ended(self, handle: str) -> bool:
+        # The wrapper shell dies at once on SIGTERM while Python is still shutting down (and writing
+        # its run's status), so the whole process group must be gone, not just the wrapper.
+        info = json.loads(handle)
+        if self.poll(handle) is RunnerState.RUNNING:
+            return False
+        try:
+            os.killpg(info["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     @staticmethod
     def _exit_verdict(exit_file: Path) -> RunnerState | None:
         try:

@@ -138,6 +138,23 @@ def test_local_runner_cancel_ends_the_process_group(fake_python, tmp_path):
         time.sleep(0.05)
 
 
+def test_a_cancelled_attempt_has_not_ended_while_any_of_its_processes_still_runs(fake_python, tmp_path):
+    # Python (here a shell that traps TERM) outlives the wrapper shell by its shutdown, during which it
+    # writes its run's status: marking the run KILLED before then would be overwritten.
+    done = tmp_path / "shutdown-done"
+    runner = LocalProcessRunner(fake_python(f"trap 'sleep 2; touch {done}; exit 1' TERM; sleep 30 & wait"))
+    handle = runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log")
+    time.sleep(0.5)
+    runner.cancel(handle)
+    _wait_state(runner, handle, RunnerState.LOST)  # the wrapper is gone at once
+    assert not runner.ended(handle) and not done.exists(), "ended while the attempt was still shutting down"
+    deadline = time.monotonic() + 20
+    while not runner.ended(handle):
+        assert time.monotonic() < deadline, "never ended"
+        time.sleep(0.05)
+    assert done.exists()
+
+
 class ScriptedRunner(JobRunner):
     """Answers poll() from a per-attempt script of states."""
 
@@ -252,3 +269,30 @@ def test_cancelled_jobs_runs_end_killed_in_mlflow_once_the_process_is_gone(setti
     assert store.get(job.id).state == "CANCELLED" and client.get_run(parent).info.status == "RUNNING"
     supervisor.run_once()
     assert [client.get_run(run).info.status for run in (parent, trial, done)] == ["KILLED", "KILLED", "FINISHED"]
+
+
+class _FlakyTracking:
+    """The tracking store refuses the first write (busy), then takes it."""
+
+    def __init__(self):
+        self.attempts: list[str] = []
+
+    def find_run_id(self, experiment, name):
+        return "run-1"
+
+    def mark_killed(self, run_id):
+        self.attempts.append(run_id)
+        if len(self.attempts) == 1:
+            raise RuntimeError("database is locked")
+
+
+def test_a_cancelled_jobs_kill_mark_is_retried_when_the_store_refuses_it(settings, store):
+    job, _ = store.submit(JobKind.TRAIN, "busy", _config("busy"))
+    runner = ScriptedRunner({1: [RunnerState.RUNNING, RunnerState.LOST]})
+    tracking = _FlakyTracking()
+    supervisor = Supervisor(settings, store, runner, tracking)
+    supervisor.run_once()
+    store.request_cancel(job.id)
+    for _ in range(4):
+        supervisor.run_once()
+    assert tracking.attempts == ["run-1", "run-1"], "marked once after one refusal, then left alone"
