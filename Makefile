@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install test test-fast test-stack demo bench serve fashion-mnist browser clean
+.PHONY: install test test-fast test-stack demo bench serve screenshots fashion-mnist browser clean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ bench: $(STAMP)
 
 serve: $(STAMP)
 	$(VENV)/bin/attnlab serve
+
+# The web page's main views at 1400x900 and 390x844 (PNG files in screenshots/, not committed).
+screenshots: $(STAMP) browser
+	$(PY) -m service.web.screenshots --out screenshots
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "training.data_check",
     "tuning.cli",
     "service.commands",
+    "service.user_commands",
 ]
 
 

@@ -6,8 +6,10 @@ Sources (nothing is downloaded; README "Fine-tuning" says where the files come f
   attnlab run's `.ckpt`, or `.safetensors` (Hugging Face's timm weights). Read with
   `torch.load(weights_only=True)`: a file cannot run code. Recorded by path and SHA-256.
 - an attnlab run name (`run:NAME`, or a bare NAME without '/' or a weights suffix): the checkpoint its MLflow
-  run recorded (downloaded from the run's artifacts when the local file is gone), else
-  `$ATTNLAB_HOME/runs/NAME/checkpoints/last.ckpt`.
+  run recorded when it finished (the copy logged to its artifacts when the local file is gone or damaged,
+  e.g. on another machine), else the newest whole checkpoint in `$ATTNLAB_HOME/runs/NAME/checkpoints`.
+  Local files are checked against their SHA-256 sidecar (training/checkpoints.py): a damaged one is
+  named in a warning and skipped, never loaded.
 - an MLflow model: `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `runs:/RUN_ID/model`, from the run's
   tracking store; recorded as `models:/NAME/VERSION` (an alias is resolved to its version once, at start).
 
@@ -171,23 +173,46 @@ def _sha256(path: Path) -> str:
 
 
 def _from_run(source: str, name: str, uri: str) -> Resolved:
-    """The checkpoint of the attnlab run `name`: the one its MLflow run recorded, else its last.ckpt."""
+    """The checkpoint of the attnlab run `name`: the one its MLflow run recorded, else its newest whole one."""
     run = tracking.find_named_run_anywhere(uri, name)
     recorded = run.data.tags.get(tracking.CHECKPOINT_TAG) if run is not None else None
     checkpoints = tracking.run_dir(name) / "checkpoints"
-    candidates = ([Path(recorded)] if recorded else []) + [checkpoints / "last.ckpt"]
-    path = next((candidate for candidate in candidates if candidate.is_file()), None)
-    if path is None and recorded:  # another machine, or the local file is gone: the copy the run logged
+    path = _whole(Path(recorded)) if recorded else None
+    if path is None and recorded:  # another machine, or the local file gone or damaged: the copy the run logged
         path = tracking.download_artifact(uri, run.info.run_id, f"checkpoints/{Path(recorded).name}",
                                           tempfile.mkdtemp(prefix="attnlab-init-"))
+    damaged = ""
+    if path is None:  # a run still training (or stopped): its newest whole checkpoint
+        from training.checkpoints import CheckpointError, resume_point
+
+        try:
+            newest = resume_point(checkpoints)  # warns about each damaged file it steps over
+        except CheckpointError as error:
+            newest, damaged = None, f" ({error.args[0].partition('. Nothing')[0]})"
+        path = Path(newest) if newest else None
     if path is None:
         known = "" if run is None else f" (MLflow run {run.info.run_id} has no checkpoint yet)"
         raise InitError(f"model.init.source {source!r}: not a file, and no attnlab run named {name!r} with a "
-                        f"checkpoint in {checkpoints} or in the MLflow store {uri}{known}; expected one of: "
-                        + "; ".join(SOURCE_FORMS))
+                        f"checkpoint in {checkpoints} or in the MLflow store {uri}{known}{damaged}; expected one "
+                        "of: " + "; ".join(SOURCE_FORMS))
     state = _read_weights(source, path)
     return Resolved(state, InitSource(source, "run", path=str(path), sha256=_sha256(path),
                                       run_id=run.info.run_id if run else None, run_name=name))
+
+
+def _whole(path: Path) -> Path | None:
+    """`path` when it exists and matches its checksum; a damaged file is named in a warning, not loaded."""
+    from training.checkpoints import ResumeWarning, inspect_checkpoint, sidecar
+
+    if not path.is_file():
+        return None
+    if not sidecar(path).is_file():  # written before checksums: `_read_weights` still refuses a broken file
+        return path
+    _step, problem = inspect_checkpoint(path)
+    if problem is None:
+        return path
+    warnings.warn(f"checkpoint {path} is damaged ({problem}); not loading it", ResumeWarning, stacklevel=3)
+    return None
 
 
 def _from_mlflow_model(source: str, uri: str) -> Resolved:

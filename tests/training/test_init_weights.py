@@ -210,6 +210,26 @@ def test_a_run_whose_local_checkpoint_is_gone_loads_the_one_logged_to_mlflow(sou
 
 
 @pytest.mark.slow  # trains and registers a source model (fit)
+def test_a_damaged_local_checkpoint_is_named_and_the_one_logged_to_mlflow_loads(source_run, shared_mlflow_uri,
+                                                                                 idx_root):
+    from training.checkpoints import ResumeWarning
+
+    local = Path(source_run.checkpoint)
+    original = local.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF  # same size, one byte changed: only the SHA-256 sidecar notices
+    local.write_bytes(bytes(flipped))
+    try:
+        cfg = validate_config(source_config("init-target", idx_root, shared_mlflow_uri, source="run:init-source"))
+        with pytest.warns(ResumeWarning, match=re.escape(f"checkpoint {local} is damaged") + ".*SHA-256"):
+            resolved = resolve(cfg)
+    finally:
+        local.write_bytes(original)
+    assert resolved.info.path != str(local) and Path(resolved.info.path).name == local.name
+    torch.testing.assert_close(resolved.state["fc.weight"], torch.load(local, weights_only=True)["state_dict"]["net.fc.weight"])
+
+
+@pytest.mark.slow  # trains and registers a source model (fit)
 @pytest.mark.parametrize(("source", "expected"), [
     ("models:/no-such-model@candidate", "no registered model named 'no-such-model'"),
     ("models:/init-source-model@production", "registered model 'init-source-model' has no alias 'production' "

@@ -42,11 +42,11 @@ def submit(stack: Stack) -> int:
 
 
 def job(stack: Stack, job_id: int) -> dict:
-    return get_json(f"{stack.url('ATTNLAB_HOST_PORT')}/jobs/{job_id}")
+    return get_json(f"{stack.url('ATTNLAB_HOST_PORT')}/jobs/{job_id}", token=stack.values["ATTNLAB_TOKEN"])
 
 
 def job_log(stack: Stack, job_id: int) -> str:
-    status, body = http("GET", f"{stack.url('ATTNLAB_HOST_PORT')}/jobs/{job_id}/logs")
+    status, body = http("GET", f"{stack.url('ATTNLAB_HOST_PORT')}/jobs/{job_id}/logs", token=stack.values["ATTNLAB_TOKEN"])
     return body if status == 200 and isinstance(body, str) else ""
 
 
@@ -121,7 +121,7 @@ def check_nothing_lost(stack: Stack, job_id: int, before: dict, log_before: str,
         problems.append("the job log after the restart does not continue the log before it")
     if ray_job(stack, submission_id)["status"] != "SUCCEEDED":
         problems.append(f"Ray job {submission_id} is {ray_job(stack, submission_id)['status']}")
-    listed = get_json(f"{stack.url('ATTNLAB_HOST_PORT')}/jobs")
+    listed = get_json(f"{stack.url('ATTNLAB_HOST_PORT')}/jobs", token=stack.values["ATTNLAB_TOKEN"])
     if listed["total"] != 1:
         problems.append(f"{listed['total']} jobs listed, expected the one submitted")
     if problems:
@@ -137,14 +137,20 @@ def _finished(stack: Stack, job_id: int) -> dict | None:
     return current if current["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
 
 
+def mlflow_login(stack: Stack) -> tuple[str, str]:
+    """The stack's MLflow server has basic auth on (compose requires its admin password)."""
+    return stack.values["MLFLOW_AUTH_ADMIN_USERNAME"], stack.values["MLFLOW_AUTH_ADMIN_PASSWORD"]
+
+
 def check_mlflow(stack: Stack, run_id: str) -> dict:
     """The run through MLflow's REST API (one run of that name, FINISHED, metrics, a registered
     version), and in Postgres itself: the server's backend store is the database."""
     base = f"{stack.url('MLFLOW_PORT')}/api/2.0/mlflow"
-    run_info = get_json(f"{base}/runs/get?run_id={run_id}")["run"]
+    basic = mlflow_login(stack)
+    run_info = get_json(f"{base}/runs/get?run_id={run_id}", basic=basic)["run"]
     experiment_id = run_info["info"]["experiment_id"]
-    status, found = http("POST", f"{base}/runs/search", body={"experiment_ids": [experiment_id],
-                                                             "filter": f"attributes.run_name = '{RUN_NAME}'"})
+    status, found = http("POST", f"{base}/runs/search", basic=basic, body={
+        "experiment_ids": [experiment_id], "filter": f"attributes.run_name = '{RUN_NAME}'"})
     problems = []
     if status != 200 or len(found.get("runs", [])) != 1:
         problems.append(f"expected one run named {RUN_NAME}, found {len(found.get('runs', [])) if status == 200 else found}")
@@ -153,7 +159,8 @@ def check_mlflow(stack: Stack, run_id: str) -> dict:
     metrics = {metric["key"] for metric in run_info["data"].get("metrics", [])}
     if not any(key.startswith("train") for key in metrics) or not any(key.startswith("test") for key in metrics):
         problems.append(f"train/test metrics missing: {sorted(metrics)}")
-    versions = get_json(f"{base}/registered-models/get?name={MODEL_NAME}")["registered_model"].get("latest_versions", [])
+    versions = get_json(f"{base}/registered-models/get?name={MODEL_NAME}",
+                        basic=basic)["registered_model"].get("latest_versions", [])
     if not any(version.get("run_id") == run_id for version in versions):
         problems.append(f"no version of {MODEL_NAME} comes from run {run_id}")
     user = stack.values["POSTGRES_USER"]
@@ -190,7 +197,8 @@ def check_s3(stack: Stack, run_info: dict) -> None:
             problems.append(f"no {wanted} object under s3://.../{prefix}")
     if not any(key.endswith("/MLmodel") for key in objects):
         problems.append(f"no logged model (MLmodel) under s3://.../{experiment_id}/")
-    listing = get_json(f"{stack.url('MLFLOW_PORT')}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints")
+    listing = get_json(f"{stack.url('MLFLOW_PORT')}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=checkpoints",
+                       basic=mlflow_login(stack))
     for entry in listing.get("files", []):
         if not entry.get("is_dir") and of_run.get(entry["path"]) != int(entry["file_size"]):
             problems.append(f"MLflow lists {entry['path']} with {entry['file_size']} bytes, S3 has {of_run.get(entry['path'])}")

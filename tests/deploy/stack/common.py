@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 import subprocess
@@ -37,12 +38,16 @@ def run(command: list[str], *, env: dict[str, str] | None = None, quiet: bool = 
     return result.stdout if quiet else ""
 
 
-def http(method: str, url: str, *, body: Any = None, token: str | None = None, timeout: float = 30) -> tuple[int, Any]:
-    """(status, parsed JSON or text) of one request; HTTP errors are returned, not raised."""
+def http(method: str, url: str, *, body: Any = None, token: str | None = None,
+         basic: tuple[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+    """(status, parsed JSON or text) of one request (bearer `token` or `basic` user and password);
+    HTTP errors are returned, not raised."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if data else {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if basic:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -56,8 +61,8 @@ def http(method: str, url: str, *, body: Any = None, token: str | None = None, t
         return status, text
 
 
-def get_json(url: str, *, token: str | None = None, timeout: float = 30) -> Any:
-    status, body = http("GET", url, token=token, timeout=timeout)
+def get_json(url: str, *, token: str | None = None, basic: tuple[str, str] | None = None, timeout: float = 30) -> Any:
+    status, body = http("GET", url, token=token, basic=basic, timeout=timeout)
     if status != 200:
         raise StepFailed(f"GET {url} answered {status}: {str(body)[:500]}")
     return body
