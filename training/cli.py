@@ -37,8 +37,9 @@ def add_commands(subparsers) -> None:
                           help="MLflow URI (default: MLFLOW_TRACKING_URI, else sqlite:///$ATTNLAB_HOME/mlflow.db)")
     actions = registry.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="registered models").set_defaults(func=registry_list)
-    show = actions.add_parser("show", help="versions of one registered model")
+    show = actions.add_parser("show", help="versions of one registered model, and a version's model card")
     show.add_argument("name")
+    show.add_argument("--version", help="whose model card to show (default: the newest version)")
     show.set_defaults(func=registry_show)
     promote = actions.add_parser("promote", help="point an alias (e.g. production) at a version")
     promote.add_argument("name")
@@ -143,16 +144,61 @@ def registry_list(args) -> int:
 def registry_show(args) -> int:
     from mlflow.exceptions import MlflowException
 
-    from training.tracking import model_versions
+    from training.tracking import client, model_versions
 
+    uri = _uri(args)
     try:
-        rows = model_versions(_uri(args), args.name)
+        rows = model_versions(uri, args.name)
+        contracts = {str(r["version"]): _contract(client(uri), args.name, r["version"], uri) for r in rows}
     except MlflowException as error:
         print(f"registered model {args.name!r}: {error.message}", file=sys.stderr)
         return 1
-    _print_table(["version", "aliases", "status", "test/acc", "run id"],
+    _print_table(["version", "aliases", "status", "test/acc", "model", "input", "run id"],
                  [(r["version"], r["aliases"], r["status"],
-                   None if r["test/acc"] is None else f"{r['test/acc']:.4f}", r["run_id"]) for r in rows])
+                   None if r["test/acc"] is None else f"{r['test/acc']:.4f}",
+                   *_contract_columns(contracts[str(r["version"])]), r["run_id"]) for r in rows])
+    version = args.version or (str(rows[-1]["version"]) if rows else None)
+    if version is not None:
+        return _print_card(args.name, version, contracts)
+    return 0
+
+
+def _contract(mlflow_client, name: str, version, uri: str) -> dict | Exception | None:
+    """The version's contract, None when it has none, the error when its MLmodel cannot be read."""
+    from training.model_card import ContractUnreadable, version_contract
+
+    try:
+        return version_contract(mlflow_client, name, version, uri)
+    except ContractUnreadable as error:
+        return error
+
+
+def _contract_columns(contract: dict | Exception | None) -> tuple[str, str]:
+    if contract is None:
+        return "no contract", "-"
+    if isinstance(contract, Exception):
+        return "unreadable", "-"
+    shape = "x".join(str(size) for size in contract["input"]["shape"])
+    return (f"{contract['model']['family']} / {contract['model']['backbone']}",
+            f"{contract['input']['kind']} {shape}, {len(contract['classes'])} classes")
+
+
+def _print_card(name: str, version: str, contracts: dict) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from training.model_card import card_markdown, missing_contract_message
+
+    if version not in contracts:
+        print(f"registered model {name!r} has no version {version} (versions: {', '.join(contracts)})",
+              file=sys.stderr)
+        return 1
+    contract = contracts[version]
+    print(f"\nversion {version}:")
+    if contract is None or isinstance(contract, Exception):
+        print(contract or missing_contract_message(f"models:/{name}/{version}"))
+        return 0
+    Console(width=None if Console().is_terminal else 120).print(Markdown(card_markdown(contract, name)))
     return 0
 
 

@@ -2,8 +2,9 @@
 
 config -> DataModule -> backbone with blocks at the placement -> the family's LightningModule ->
 Trainer (devices/strategy/nodes from the config, or Ray Train workers) -> MLflow (params, metrics per
-step/epoch, the resolved config, data-quality counts, the family's figures, checkpoints, the model
-with signature) -> optional registration under a name with an alias.
+step/epoch, the resolved config, data-quality counts, the family's figures, checkpoints, the tensor
+model and the raw-input classifier with its contract) -> optional registration of the classifier
+under a name with an alias (training/model_logging.py).
 
 Resume: a run is known by its name. Checkpoints live in `$ATTNLAB_HOME/runs/<name>/checkpoints`;
 `last.ckpt` is rewritten (atomically: Lightning saves through an fsspec transaction, i.e. a temp file
@@ -190,9 +191,13 @@ def _finish_run(cfg, uri, logger, module, datamodule, metrics, checkpoint) -> Fi
         client.log_artifact(run_id, checkpoint, "checkpoints")
     version = None
     if cfg.tracking.log_model and batches:
+        from training.model_card import build_contract
+        from training.model_logging import log_classifier
+
         example = module.single_clip(batches[0][0])
-        version = tracking.log_pytorch_model(uri, run_id, module.net, example, cfg.tracking.register_as,
-                                             cfg.tracking.alias)
+        contract = build_contract(cfg, datamodule, metrics, run_id)
+        version = log_classifier(uri, run_id, module.net, example, contract, cfg.tracking.register_as,
+                                 cfg.tracking.alias)
     client.set_tag(run_id, tracking.CHECKPOINT_TAG, checkpoint)
     if version is not None:
         client.set_tag(run_id, tracking.VERSION_TAG, version)

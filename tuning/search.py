@@ -324,6 +324,8 @@ def register_best(cfg: SearchConfig, uri: str, best: dict[str, Any], model_name:
     import torch
 
     from training.fit import build_parts
+    from training.model_card import build_contract
+    from training.model_logging import log_classifier
     from tuning.config import trial_config
 
     client = tracking.client(uri)
@@ -336,7 +338,9 @@ def register_best(cfg: SearchConfig, uri: str, best: dict[str, Any], model_name:
     datamodule.setup("test")
     batch = next(iter(datamodule.test_dataloader()))
     example = module.single_clip(batch[0])
-    version = tracking.log_pytorch_model(uri, best["run_id"], module.net, example, model_name, alias=None)
+    metrics = client.get_run(best["run_id"]).data.metrics
+    contract = build_contract(trial, datamodule, metrics, best["run_id"])
+    version = log_classifier(uri, best["run_id"], module.net, example, contract, model_name, alias=None)
     alias = CHAMPION if _beats_champion(client, model_name, cfg.search.metric, cfg.search.mode,
                                         best["value"]) else CANDIDATE
     client.set_registered_model_alias(model_name, alias, version)
