@@ -195,7 +195,8 @@ def log_evaluation(cfg: EvaluationConfig, uri: str, classifier, metrics: dict[st
 
     matrix = MulticlassConfusionMatrix(len(classifier.classes))
     matrix.update(probabilities, labels)
-    figure, _ = matrix.plot(labels=classifier.classes)
+    figure, axis = matrix.plot(labels=classifier.classes)
+    axis.set_title(f"{cfg.model}: acc {metrics['eval/acc']:.4f} on {int(metrics['eval/samples'])} samples")
     figure.set_size_inches(max(5, 0.5 * len(classifier.classes) + 3), max(4, 0.5 * len(classifier.classes) + 2))
     client.log_figure(run_id, figure, "evaluation/confusion_matrix.png")
     plt.close(figure)

@@ -95,13 +95,14 @@ def card_markdown(contract: dict[str, Any], name: str | None = None) -> str:
 
 ## Model
 - family: `{model['family']}` ({FAMILY_PAPERS.get(model['family'], 'unknown family')})
-- backbone: `{model['backbone']}`, placement: `{model['placement']}`, reduction: `{model['reduction']}`
+- backbone: `{model['backbone']}`, placement: `{model['placement'] or 'family default'}`, reduction: `{model['reduction'] or 'family default'}`
 - block options: {block}
 - initial weights: {json.dumps(contract['init'])}
 
 ## Input
 {p['kind']}s, {p['channels']} channels; the network sees {contract['input']['shape']} per sample.
 Preprocessing (the test split's pipeline of training):
+
 {steps}
 
 ## Output

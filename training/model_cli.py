@@ -76,7 +76,7 @@ def run_predict(args) -> int:
         print(f"wrote {len(rows)} rows to {args.output}")
     else:
         _print_rows(rows)
-    failed = sum(row["error"] is not None for row in rows)
+    failed = sum(row.get("error") is not None for row in rows)
     if failed:
         err.print(f"{failed} of {len(rows)} inputs failed", highlight=False)
     return 1 if failed else 0
@@ -102,7 +102,7 @@ def _print_rows(rows: list[dict]) -> None:
 
     table = []
     for row in rows:
-        if row["error"] is not None:
+        if row.get("error") is not None:
             table.append((row["input"], "-", "-", f"error: {row['error']}"))
             continue
         others = ", ".join(f"{name} {p:.3f}" for name, p in zip(row["classes"][1:], row["probabilities"][1:]))

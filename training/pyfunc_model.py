@@ -148,8 +148,10 @@ def input_rows(model_input) -> tuple[list, list[str]]:
             raise ContractError(f"input row {index}: give exactly one of 'content' or 'path' "
                                 f"({'both' if given else 'neither'} given)")
         column, value = given[0]
-        items.append(value)
-        names.append(str(value) if column == "path" else f"content[{index}]")
+        # MLflow's schema enforcement turns a dict of lists into one row holding the lists
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            items.append(item)
+            names.append(str(item) if column == "path" else f"content[{len(names)}]")
     return items, names
 
 
