@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from service.docs import add_local_docs
 from service.errors import BodySizeLimit, add_exception_handlers
 from service.lifecycle import start_services, stop_services
-from service.routes import health, jobs, registry, searches
+from service.routes import evaluations, health, jobs, model_cards, registry, searches
 from service.settings import Settings, get_settings
 
 
@@ -24,11 +24,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="attnlab", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Submit training jobs and searches for Non-local, SE and self-attention "
-                              "blocks; follow them; browse and promote registered models.")
+                              "blocks; follow them; browse, evaluate and promote registered models.")
     app.state.settings = settings or get_settings()
     add_exception_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_request_bytes)
     add_local_docs(app)
-    for module in (jobs, searches, registry, health):
+    for module in (jobs, searches, evaluations, registry, model_cards, health):
         app.include_router(module.router)
     return app

@@ -36,6 +36,7 @@ class VersionView:
     aliases: list[str]
     created: int | None
     metrics: dict[str, float | None] = field(default_factory=dict)
+    contract: dict | None = None  # what the model takes and answers (training/model_card.py); None: none stored
 
 
 @dataclass
@@ -132,10 +133,32 @@ class TrackingReader:
                     metrics = {}
             versions.append(VersionView(version=str(version.version), run_id=version.run_id,
                                         status=str(version.status), aliases=sorted(by_version.get(str(version.version), [])),
-                                        created=version.creation_timestamp, metrics=metrics))
+                                        created=version.creation_timestamp, metrics=metrics,
+                                        contract=self._contract(name, str(version.version))))
         versions.sort(key=lambda v: int(v.version), reverse=True)
         return ModelView(name=registered.name, description=registered.description or None, aliases=aliases,
                          latest_versions=[v.version for v in versions[:1]], versions=versions)
+
+    def _contract(self, name: str, version: str) -> dict | None:
+        """The version's contract from its MLmodel file (no model loading); None when absent or unreadable."""
+        from training.model_card import ContractUnreadable, version_contract
+
+        try:
+            return version_contract(self.client, name, version, self.uri)
+        except ContractUnreadable:
+            return None
+
+    def model_card(self, name: str, version: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        from training.model_card import ContractUnreadable, version_card
+
+        try:
+            return version_card(self.client, name, version, self.uri)
+        except MlflowException as error:
+            raise NotFound(f"model {name!r} has no version {version!r}") from error
+        except ContractUnreadable:
+            return None
 
     def set_alias(self, name: str, alias: str, version: str) -> ModelView:
         from mlflow.exceptions import MlflowException

@@ -152,17 +152,37 @@ def read_contract(model_uri: str, tracking_uri: str) -> dict[str, Any] | None:
 def version_contract(client, name: str, version: str, tracking_uri: str) -> dict[str, Any] | None:
     """The contract of a registered model version, read through `client` (no fluent state)."""
     import yaml
+
+    text = version_file(client, name, version, tracking_uri, "MLmodel")
+    try:
+        metadata = (yaml.safe_load(text) or {}).get("metadata")
+    except yaml.YAMLError as error:
+        raise ContractUnreadable(f"model {name!r} version {version}: its MLmodel file is not YAML ({error})") from None
+    return contract_of_metadata(metadata)
+
+
+def version_card(client, name: str, version: str, tracking_uri: str) -> str | None:
+    """The stored model card of a registered version (Markdown), None for a model without one."""
+    try:
+        return version_file(client, name, version, tracking_uri, "artifacts/model_card.md")
+    except ContractUnreadable:
+        if version_contract(client, name, version, tracking_uri) is None:
+            return None
+        raise
+
+
+def version_file(client, name: str, version: str, tracking_uri: str, relative: str) -> str:
+    """Text of one file of a registered version's model folder; ContractUnreadable when it cannot be read."""
     from mlflow.artifacts import download_artifacts
 
     location = client.get_model_version_download_uri(name, str(version))
     try:
-        path = download_artifacts(artifact_uri=location.rstrip("/") + "/MLmodel", tracking_uri=tracking_uri)
+        path = download_artifacts(artifact_uri=f"{location.rstrip('/')}/{relative}", tracking_uri=tracking_uri)
         with open(path) as handle:
-            metadata = (yaml.safe_load(handle) or {}).get("metadata")
-    except Exception as error:  # any artifact store's failure (missing files, unreachable server, bad YAML)
-        raise ContractUnreadable(f"model {name!r} version {version}: cannot read its MLmodel file at "
-                                 f"{location} ({type(error).__name__}: {str(error)[:200]})") from error
-    return contract_of_metadata(metadata)
+            return handle.read()
+    except Exception as error:  # any artifact store's failure: files gone, server unreachable
+        raise ContractUnreadable(f"model {name!r} version {version}: cannot read {relative} at {location} "
+                                 f"({type(error).__name__}: {str(error)[:200]})") from error
 
 
 def missing_contract_message(model_uri: str, input_shape: str | None = None) -> str:

@@ -54,23 +54,35 @@ def log_classifier(uri: str, run_id: str, net, example, contract: dict[str, Any]
 
     tracking.log_pytorch_model(uri, run_id, net, example, register_as=None, alias=None)
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
-    with tempfile.TemporaryDirectory(prefix="attnlab-classifier-") as folder:
+    with tempfile.TemporaryDirectory(prefix="attnlab-classifier-") as folder, tracking.isolated_tracking_state():
+        mlflow.set_tracking_uri(uri)
         folder = Path(folder)
-        network = download_artifacts(artifact_uri=f"runs:/{run_id}/{TENSOR_MODEL_NAME}",
+        network = download_artifacts(artifact_uri=latest_logged_model(uri, run_id, TENSOR_MODEL_NAME),
                                      dst_path=str(folder / "network"), tracking_uri=uri)
         (folder / "contract.json").write_text(json.dumps(contract, indent=2))
         (folder / "model_card.md").write_text(card_markdown(contract, register_as))
         artifacts = {"network": network, "contract": str(folder / "contract.json"),
                      "model_card": str(folder / "model_card.md")}
-        with tracking.isolated_tracking_state():
-            mlflow.set_tracking_uri(uri)
-            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-                info = mlflow.pyfunc.log_model(name=CLASSIFIER_NAME, python_model=str(ENTRY), artifacts=artifacts,
-                                               signature=signature(), metadata={CONTRACT_KEY: contract},
-                                               pip_requirements=requirements)
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            info = mlflow.pyfunc.log_model(name=CLASSIFIER_NAME, python_model=str(ENTRY), artifacts=artifacts,
+                                           signature=signature(), metadata={CONTRACT_KEY: contract},
+                                           pip_requirements=requirements)
     if not register_as:
         return None
     return register(uri, info.model_uri, register_as, alias, contract)
+
+
+def latest_logged_model(uri: str, run_id: str, name: str) -> str:
+    """models:/<model id> of the run's newest logged model of that name (a resumed run or a search's
+    best trial may hold several)."""
+    client = tracking.client(uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(
+        experiment_ids=[experiment], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}], max_results=1)
+    if not found:
+        raise LookupError(f"run {run_id} has no logged model named {name!r}")
+    return f"models:/{found[0].model_id}"
 
 
 def register(uri: str, model_uri: str, name: str, alias: str | None, contract: dict[str, Any]) -> str:

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-JobKind = Literal["train", "search"]
+JobKind = Literal["train", "search", "evaluate"]
 
 # The CLI sub-command that executes each kind of job.
-COMMAND_FOR_KIND: dict[str, str] = {"train": "train", "search": "tune"}
+COMMAND_FOR_KIND: dict[str, str] = {"train": "train", "search": "tune", "evaluate": "evaluate"}
 
 
 class RunnerState(str, enum.Enum):

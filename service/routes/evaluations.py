@@ -1,0 +1,64 @@
+"""Evaluations of registered models: submitted like training jobs, run by `attnlab evaluate`.
+
+The API process checks the request against the registry (the version exists and carries an attnlab
+contract, read from its MLmodel file) with MlflowClient only; loading the model and scoring the
+data happen in the job's own process, like every job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, ConfigDict
+
+from service.configs import ConfigRejected
+from service.deps import Authorized, ServicesDep
+from service.routes.jobs import SUBMIT_RESPONSES, submit_job
+from service.schemas import IdempotencyKey, JobOut
+from service.store import JobKind
+from service.tracking import TrackingReader
+from training.evaluation_config import REGISTRY_URI, EvaluationConfig
+
+router = APIRouter(prefix="/evaluations", tags=["evaluations"])
+
+
+class EvaluationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: EvaluationConfig
+    idempotency_key: str | None = IdempotencyKey
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_RESPONSES,
+             dependencies=[Authorized],
+             summary="Evaluate a registered model on data (a job of kind evaluate; metrics go to MLflow)")
+async def submit_evaluation(request: EvaluationRequest, response: Response, services: ServicesDep) -> JobOut:
+    config = request.config
+    await asyncio.to_thread(check_model, services.tracking, config.model)
+    # The job record and the evaluation's MLflow run share this name, so the job finds its run.
+    config = config.model_copy(update={"name": config.run_name})
+    return await submit_job(JobKind.EVALUATE, config.run_name, config, request.idempotency_key, response, services)
+
+
+def check_model(tracking: TrackingReader, model_uri: str) -> None:
+    """ConfigRejected unless `model_uri` names a registered version that carries an attnlab contract."""
+    from mlflow.exceptions import MlflowException
+
+    from training.model_card import ContractUnreadable, missing_contract_message, version_contract
+
+    found = REGISTRY_URI.match(model_uri)
+    if found is None:
+        raise ConfigRejected(("model",), f"the service evaluates registered models only: models:/NAME/VERSION or "
+                                         f"models:/NAME@ALIAS (got {model_uri!r})")
+    name = found["name"]
+    try:
+        version = (tracking.client.get_model_version(name, found["version"]) if found["version"]
+                   else tracking.client.get_model_version_by_alias(name, found["alias"]))
+        contract = version_contract(tracking.client, name, version.version, tracking.uri)
+    except MlflowException as error:
+        raise ConfigRejected(("model",), f"{model_uri}: {error.message}") from None
+    except ContractUnreadable as error:
+        raise ConfigRejected(("model",), str(error)) from None
+    if contract is None:
+        raise ConfigRejected(("model",), missing_contract_message(model_uri))
