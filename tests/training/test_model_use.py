@@ -4,12 +4,20 @@ with registration, then used from Python (pyfunc), `attnlab predict`, `attnlab e
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
+import httpx
 import mlflow
 import numpy as np
 import pytest
@@ -245,3 +253,65 @@ def test_a_model_logged_without_a_contract_loads_and_predict_says_what_is_missin
     assert "(B, 1, 28, 28)" in err
     assert main(["registry", "--tracking-uri", shared_mlflow_uri, "show", "old-model"]) == 0
     assert "no contract" in capsys.readouterr().out
+
+
+def _serve(model_uri: str, tracking_uri: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """`mlflow models serve` of a registered model on a free loopback port, in its own process group."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", model_uri,
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    # the project's environment, as an activated venv has it: mlflow starts `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _wait_until_serving(process: subprocess.Popen, url: str, log: Path, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"mlflow models serve exited: {log.read_text()[-3000:]}"
+        try:
+            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"mlflow models serve did not answer in {timeout} s: {log.read_text()[-3000:]}")
+
+
+def _invoke(url: str, content: list[bytes], top_k: int) -> httpx.Response:
+    body = {"dataframe_split": {"columns": ["content"], "data": [[base64.b64encode(item).decode()] for item in content]},
+            "params": {"top_k": top_k}}
+    return httpx.post(f"{url}/invocations", json=body, timeout=120)
+
+
+def test_mlflow_models_serve_answers_raw_images_and_videos_over_http(trained, shared_mlflow_uri, tmp_path):
+    _, (images, _) = (load_idx_split(Path(trained["se"][0].data.root), part) for part in ("train", "t10k"))
+    png = _png(images[3])
+    video = Path(trained["nonlocal"][0].data.root).rglob("*.mp4").__next__().read_bytes()
+    servers = {family: _serve(_uri(family), shared_mlflow_uri, tmp_path / f"{family}.log")
+               for family in ("se", "nonlocal")}
+    try:
+        for family, (process, url) in servers.items():
+            _wait_until_serving(process, url, tmp_path / f"{family}.log")
+        mlflow.set_tracking_uri(shared_mlflow_uri)
+        for family, given in (("se", png), ("nonlocal", video)):
+            answer = _invoke(servers[family][1], [given], top_k=2)
+            assert answer.status_code == 200, answer.text
+            (served,) = answer.json()["predictions"]
+            (local,) = mlflow.pyfunc.load_model(_uri(family)).predict(
+                {"content": [given]}, params={"top_k": 2}).to_dict("records")
+            assert served["label"] == local["label"] and served["classes"] == list(local["classes"])
+            assert np.allclose(served["probabilities"], local["probabilities"], atol=1e-5)
+        refused = _invoke(servers["nonlocal"][1], [png], top_k=1)
+        assert refused.status_code == 400 and "an image; this model takes video files" in refused.text
+    finally:
+        for process, _ in servers.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
