@@ -52,6 +52,8 @@ def log_classifier(uri: str, run_id: str, net, example, contract: dict[str, Any]
 
     from training.model_card import CONTRACT_KEY, card_markdown
 
+    if len(example) < 2:  # torch.export would fix the batch size to 1, and multi-clip videos need more
+        example = torch.cat([example, example])
     tracking.log_pytorch_model(uri, run_id, net, example, register_as=None, alias=None)
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
     with tempfile.TemporaryDirectory(prefix="attnlab-classifier-") as folder, tracking.isolated_tracking_state():

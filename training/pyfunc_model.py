@@ -150,6 +150,9 @@ def input_rows(model_input) -> tuple[list, list[str]]:
         column, value = given[0]
         # MLflow's schema enforcement turns a dict of lists into one row holding the lists
         for item in value if isinstance(value, (list, tuple)) else [value]:
+            if column == "content" and isinstance(item, str):
+                raise ContractError(f"input row {index}: 'content' holds text; give the file's bytes (base64 only "
+                                    "over HTTP, where MLflow decodes it) or use the 'path' column")
             items.append(item)
             names.append(str(item) if column == "path" else f"content[{len(names)}]")
     return items, names
@@ -160,11 +163,12 @@ def _display(item: Any, index: int) -> str:
 
 
 def _given(value: Any) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, float):
-        return value == value  # NaN marks a missing cell in pandas
-    return True
+    """False for a missing cell (None, NaN, pd.NA); arrays, bytes and lists are values."""
+    import pandas as pd
+
+    if isinstance(value, (bytes, bytearray, memoryview, list, tuple)) or hasattr(value, "shape"):
+        return True
+    return not pd.isna(value)
 
 
 def load_classifier(model_uri: str, tracking_uri: str) -> RawInputClassifier:
@@ -182,6 +186,6 @@ def load_classifier(model_uri: str, tracking_uri: str) -> RawInputClassifier:
         schema = model.metadata.get_input_schema()
         shape = None
         if schema is not None and schema.is_tensor_spec():
-            shape = str(tuple("B" if size == -1 else size for size in schema.inputs[0].shape))
+            shape = "(" + ", ".join("B" if size == -1 else str(size) for size in schema.inputs[0].shape) + ")"
         raise ContractMissing(missing_contract_message(model_uri, shape))
     return model.unwrap_python_model()
