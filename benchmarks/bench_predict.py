@@ -5,14 +5,14 @@ temporary MLflow store, then loaded with mlflow.pyfunc.load_model:
 - images: SE-ResNet-18 (small stem) on Fashion-MNIST-format 28x28 images. The pyfunc predicts on
   PNG bytes (decode, the test transform, network, top-5 rows); the reference calls the same network
   on the already preprocessed float tensors. Bar: pyfunc time / network time <= 1.3.
-- videos: Non-local C2D tiny ResNet on 320x240 H.264 files, 10 test clips of 8 frames every 8,
-  short side 128, 112 crop. The pyfunc's video path (probe, decode, sample, transform: everything
+- videos: SE C2D tiny ResNet on 320x240 H.264 files, 10 test clips of 8 frames every 8, short
+  side 128, 112 crop (the video defaults). The pyfunc's video path (probe, decode, sample, transform: everything
   before the network) against the video DataModule's own test loader over the same files (decode,
   sample, transform). Bar: pyfunc time / DataModule time <= 1.1. The end-to-end figure (pyfunc
   predict vs DataModule batches through the bare network) is printed beside it.
 Each figure is the fastest of --repeats interleaved passes (on a shared machine noise only slows).
 
-    .venv/bin/python benchmarks/bench_predict.py [--images 512] [--videos 6] [--repeats 5]
+    .venv/bin/python benchmarks/bench_predict.py [--images 512] [--videos 4] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -123,8 +123,7 @@ def bench_videos(folder: Path, uri: str, videos: int, repeats: int) -> dict[str,
     data = {"kind": "video", "root": str(root), "clip_len": 8, "frame_interval": 8, "test_clips": 10,
             "short_side": 128, "crop_size": 112, "batch_size": 1, "probe_cache": False}
     cfg = validate_config({"name": "bench-video", "data": data, "tracking": {"uri": uri},
-                           "model": {"family": "nonlocal", "backbone": "c2d_resnet_tiny", "placement": "nl-5",
-                                     "block": {"sub_sample": True}}})
+                           "model": {"family": "se", "backbone": "c2d_resnet_tiny", "placement": "se-all"}})
     model, datamodule = register(cfg, uri, "bench-video")
     classifier = model.unwrap_python_model()
     paths = [record.path for record in datamodule.datasets["test"].records]
@@ -161,7 +160,7 @@ def bench_videos(folder: Path, uri: str, videos: int, repeats: int) -> dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--videos", type=int, default=6)
+    parser.add_argument("--videos", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="attnlab-bench-predict-") as tmp:
