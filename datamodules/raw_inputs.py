@@ -209,7 +209,8 @@ class VideoInputs:
     def dataset(self, paths: list[str], labels: list[int] | None = None, records: list | None = None):
         """`VideoClipDataset` in test mode over the files (or over given VideoRecords, e.g. manifest
         segments); items are (float (K, C, T, S, S), label). Unreadable files raise ContractError."""
-        from datamodules.video_dataset import VideoClipDataset, VideoRecord
+        from datamodules.scan import VideoRecord
+        from datamodules.video_dataset import VideoClipDataset
 
         if records is None:
             labels = labels or [-1] * len(paths)
@@ -217,11 +218,11 @@ class VideoInputs:
                        for path, label, info in zip(paths, labels, map(self.probe, paths))]
         p = self.p
         # bad_files="fail": a file that breaks mid-decode raises (with its path) instead of being counted,
-        # so no ledger is needed.
+        # so neither a ledger nor a bad-sample budget is needed.
         return VideoClipDataset(records, mode="test", transform=self.transform, clip_len=p["clip_len"],
                                 frame_interval=p["frame_interval"], clips=p["test_clips"], pad=p["pad"],
                                 short_side=p["short_side"], backend=self.backend.name,
-                                threads=p["decode_threads"], bad_files="fail", ledger=None, max_bad=0)
+                                threads=p["decode_threads"], bad_files="fail", ledger=None, budget=None)
 
     def probe(self, path: str):
         from datamodules.video_backend import VideoReadError

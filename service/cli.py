@@ -11,9 +11,11 @@ import argparse
 import importlib
 import sys
 
-# Layer order follows DESIGN.md: training (train, demo, registry; predict, evaluate) -> tuning (tune) -> service.
+# Layer order follows DESIGN.md: training (train, demo, registry, data; predict, evaluate) -> tuning (tune)
+# -> service.
 COMMAND_MODULES = [
     "training.cli",
+    "training.data_check",
     "training.model_cli",
     "tuning.cli",
     "service.commands",

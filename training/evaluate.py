@@ -71,7 +71,7 @@ def evaluation_dataset(cfg: EvaluationConfig, classifier) -> tuple[Any, list[str
         labels = _model_labels(labels, list(datamodule.class_names), classifier.classes)
     names = [_sample_name(sample, index) for index, sample in enumerate(samples)]
     if inputs.kind == "video":
-        from datamodules.video_dataset import VideoRecord
+        from datamodules.scan import VideoRecord
 
         if samples and isinstance(samples[0], VideoRecord):
             records = [replace(record, label=label) for record, label in zip(samples, labels)]

@@ -15,13 +15,17 @@ its config with the attention runs); a block without ``placement`` uses the fami
 
 Which presets fit which backbone (``modules.placement.fitting_presets`` computes it):
 
-- resnet50, resnet50_small, c2d_resnet50, i3d_resnet50 (depths 3, 4, 6, 3) and the tiny 3D nets
-  (1, 4, 6, 1): every preset.
+- resnet50, resnet50_small, resnet50_caffe, c2d_resnet50(_caffe2), i3d_resnet50(_caffe2) (depths 3, 4, 6, 3)
+  and the tiny 3D nets (1, 4, 6, 1): every preset.
 - resnet18, resnet18_small (2, 2, 2, 2): the se-* and sa-* presets; no nl-* preset (res3 has 2 blocks,
   res4 2) — pass a mapping such as {"res3": [1], "res4": [1]}.
 - selfattn needs a 2D backbone; the 3D nets reject it.
 - attention_net, attention_net_tiny (Cordonnier et al.'s pure-attention net, ``attention_net.py``): no
   residual stages; block must be None or "selfattn".
+
+The authors' released layouts, where they differ from the papers' text or from torchvision (docs/fidelity.md):
+``resnet50_caffe`` (SE authors' Caffe models: stride on the first 1×1, unpadded ceil-mode stem pool) and
+``c2d_resnet50_caffe2`` / ``i3d_resnet50_caffe2`` (Non-local authors' Caffe2 pools (2,3,3) and (2,1,1)).
 """
 
 from __future__ import annotations

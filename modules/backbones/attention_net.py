@@ -3,48 +3,68 @@
 2×2 space-to-depth (invertible downsampling) → per-pixel linear embedding → ``layers`` post-LayerNorm
 transformer layers whose attention is ``SelfAttention2d`` (relative encoding over the pixel grid) →
 mean pooling over pixels → linear classifier. The paper trains 6 layers, 9 heads, hidden 400,
-feed-forward 512 on CIFAR-10 (``attention_net``); ``attention_net_tiny`` (2 layers, 4 heads, hidden 32,
-feed-forward 64) trains on CPU in seconds.
+feed-forward 512 on CIFAR-10 (``attention_net``, Table 1/§4); ``attention_net_tiny`` (2 layers,
+4 heads, hidden 32, feed-forward 64) trains on CPU in seconds.
 
-Parameter counts for 3 input channels and 10 classes, default block options (the value of each head
-is the input itself, D_h = hidden; learned encodings: position_dim 32, window 15; content key size
-hidden // heads), checked in tests/modules/test_attention_net.py:
+The defaults reproduce the authors' released model (epfml/attention-cnn: ``models/transformer.py``
+``BertImage`` with ``pooling_concatenate_size=2``, ``models/bert.py`` ``BertEncoder``; ``runs/*/run.sh``),
+weight for weight — tests/modules/test_fidelity_selfattn.py runs an independent transcription of
+their forward pass on copied weights:
+
+- space-to-depth concatenates each 2×2 patch as (row offset, column offset, channel), their
+  ``downsample_concatenate`` order (``F.pixel_unshuffle`` orders channel first);
+- each layer: the attention (values = the input, ``W_out`` = their ``value`` 3600→400, then their
+  ``BertSelfOutput.dense`` 400→400: ``output_projection``), dropout 0.1, LayerNorm(x + ·), GELU
+  feed-forward, dropout 0.1, LayerNorm(x + ·); LayerNorm ε = 1e-12 (BERT's), attention dropout 0.1;
+- ``learned_content``: a full ``hidden``-wide query/key per head, scores scaled by 1/√hidden;
+  learned tables of ``hidden`` per axis (``position_dim = 2·hidden``) over shifts −15..15;
+- no LayerNorm or dropout after the embedding, no positional encoding added to the input.
+
+Parameter counts for 3 input channels and 10 classes, checked in tests/modules/test_attention_net.py
+(the paper's Table 1 rounds them: 12.1M quadratic, 12.3M learned, 29.5M learned + content):
 
 | encoding               | attention_net | attention_net_tiny |
 |------------------------|---------------|--------------------|
-| quadratic              | 11,124,444    | 17,666             |
-| quadratic_generalized  | 11,124,606    | 17,690             |
-| learned                | 11,131,962    | 19,882             |
-| learned_content        | 13,037,514    | 24,106             |
+| quadratic              | 12,086,844    | 19,778             |
+| quadratic_generalized  | 12,087,006    | 19,802             |
+| learned                | 12,278,682    | 24,234             |
+| learned_content        | 29,601,882    | 41,130             |
+| learned_content, shared tables | 29,477,882 | 39,146 |
 
-Paper size, per layer: output projection 9·400·400 + 400 = 1,440,400 (the values are the input
-itself, as in the authors' code), feed-forward 410,512, two LayerNorms 1,600; encoding 27
-(quadratic), 54 (generalized), 1,280 (learned: 2·31·16 table + 9·32 head vectors), plus 317,592
-query/key weights for content; embedding 5,200, classifier 4,010.
-
-Deviations from the paper and the authors' code: no LayerNorm/dropout right after the embedding;
-``nn.LayerNorm`` (eps 1e-5) instead of BERT's (1e-12); the score conventions of ``SelfAttention2d``.
+Per layer of the paper size: ``W_out`` 9·400·400 + 400 = 1,440,400, output projection 160,400,
+feed-forward 410,512, two LayerNorms 1,600; encoding 27 (quadratic), 54 (generalized), 32,000
+(learned: 2·31·400 tables + 9·800 head vectors), plus 2,887,200 query/key weights for content;
+embedding 5,200, classifier 4,010. ``share_position_encoding`` keeps one pair of tables for all
+layers (the authors' ``share_position_encoding`` option; their loop in ``BertEncoder.__init__`` gives
+layer 0 the last layer's tables and keeps the others' own, see docs/fidelity.md).
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from modules.blocks.self_attention import SelfAttention2d
 
 PAPER_SIZE = {"layers": 6, "heads": 9, "hidden": 400, "ffn": 512}
 TINY_SIZE = {"layers": 2, "heads": 4, "hidden": 32, "ffn": 64}
+# BertLayerNorm's ε in the authors' code (BERT's TF-style LayerNorm).
+AUTHORS_LAYER_NORM_EPS = 1e-12
+
+
+def authors_attention_options(hidden: int) -> dict:
+    """``SelfAttention2d`` options of the authors' layers (``models/bert.py``; BERT's config defaults)."""
+    return {"output_projection": True, "attention_dropout": 0.1, "key_dim": hidden}
 
 
 class AttentionLayer(nn.Module):
     """One post-LayerNorm transformer layer on pixel tokens (BERT's layout, as the authors' code)."""
 
-    def __init__(self, hidden: int, *, heads: int, ffn: int, encoding: str, dropout: float, **attention_kw):
+    def __init__(self, hidden: int, *, heads: int, ffn: int, encoding: str, dropout: float, layer_norm_eps: float,
+                 **attention_kw):
         super().__init__()
         self.attention = SelfAttention2d(hidden, heads=heads, encoding=encoding, **attention_kw)
-        self.attention_norm = nn.LayerNorm(hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=layer_norm_eps)
         self.feed_forward = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Linear(ffn, hidden))
-        self.output_norm = nn.LayerNorm(hidden)
+        self.output_norm = nn.LayerNorm(hidden, eps=layer_norm_eps)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -64,7 +84,9 @@ class AttentionNet(nn.Module):
     backbones it exposes ``dim`` (2), ``stage_depths`` and ``placement`` (empty: it has no residual
     stages to place blocks in — every layer already is a self-attention layer) and ``block_kind``
     ("selfattn"; its ``SelfAttention2d`` layers are found by isinstance like inserted blocks).
-    Defaults are the paper's size; ``attention_kw`` go to every ``SelfAttention2d`` (window, ...).
+    Defaults are the paper's size and the authors' model (module docstring); ``attention_kw`` go to
+    every ``SelfAttention2d`` and override ``authors_attention_options`` (e.g. ``output_projection=False``).
+    ``share_position_encoding`` (learned encodings only): one pair of row/column tables for all layers.
     """
 
     def __init__(
@@ -78,19 +100,31 @@ class AttentionNet(nn.Module):
         hidden: int = 400,
         ffn: int = 512,
         dropout: float = 0.1,
+        layer_norm_eps: float = AUTHORS_LAYER_NORM_EPS,
+        share_position_encoding: bool = False,
         **attention_kw,
     ):
         super().__init__()
+        if share_position_encoding and not encoding.startswith("learned"):
+            raise ValueError(f"share_position_encoding shares the learned tables: it needs encoding 'learned' or "
+                             f"'learned_content', got {encoding!r}")
         self.dim = 2
         self.stage_depths: dict[str, int] = {}
         self.block_kind = "selfattn"
         self.placement: dict[str, list[int]] = {}
         self.in_channels = in_channels
         self.embedding = nn.Linear(4 * in_channels, hidden)
+        attention_kw = {**authors_attention_options(hidden), **attention_kw}
         self.layers = nn.ModuleList(
-            AttentionLayer(hidden, heads=heads, ffn=ffn, encoding=encoding, dropout=dropout, **attention_kw)
+            AttentionLayer(hidden, heads=heads, ffn=ffn, encoding=encoding, dropout=dropout,
+                           layer_norm_eps=layer_norm_eps, **attention_kw)
             for _ in range(layers)
         )
+        if share_position_encoding:
+            first = self.layers[0].attention.encoding
+            for layer in self.layers[1:]:
+                layer.attention.encoding.row_embedding = first.row_embedding
+                layer.attention.encoding.col_embedding = first.col_embedding
         self.classifier = nn.Linear(hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,11 +133,13 @@ class AttentionNet(nn.Module):
                 f"AttentionNet expects (B, {self.in_channels}, H, W) with even H and W (2×2 space-to-depth); "
                 f"got shape {tuple(x.shape)}"
             )
-        x = F.pixel_unshuffle(x, 2)  # (B, C, H, W) -> (B, 4C, H/2, W/2)
-        _, _, height, width = x.shape
-        tokens = self.embedding(x.flatten(2).transpose(1, 2))  # (B, 4C, N) -> (B, N, 4C) -> (B, N, hidden)
+        batch, channels, height, width = x.shape
+        patches = x.view(batch, channels, height // 2, 2, width // 2, 2)  # (B, C, H/2, di, W/2, dj)
+        # Each 2×2 patch as (di, dj, C), the authors' downsample_concatenate order, so their weights port as they are.
+        patches = patches.permute(0, 2, 4, 3, 5, 1).reshape(batch, -1, 4 * channels)  # (B, H/2, W/2, di, dj, C) -> (B, N, 4C)
+        tokens = self.embedding(patches)  # (B, N, 4C) -> (B, N, hidden)
         for layer in self.layers:
-            tokens = layer(tokens, height, width)  # (B, N, hidden)
+            tokens = layer(tokens, height // 2, width // 2)  # (B, N, hidden)
         return self.classifier(tokens.mean(dim=1))  # (B, N, hidden) -> (B, hidden) -> (B, num_classes)
 
 

@@ -36,13 +36,15 @@ class ResNet(nn.Module):
     """stem → res2 → pool2 → res3 → res4 → res5 → global average pool → dropout → fc.
 
     ``stem`` provides ``conv1``, ``bn1`` and ``maxpool`` (``nn.Identity`` when the stem does not pool);
-    ``pool2`` is the Non-local paper's temporal pool after res2 (Table 1), ``nn.Identity`` in 2D.
+    ``pool2`` is the Non-local paper's temporal pool after res2 (Table 1), ``nn.Identity`` in 2D;
+    ``block_options`` go to every residual block (``stride_in_1x1`` for the Caffe layout).
     """
 
     def __init__(self, *, dim: int, in_channels: int, num_classes: int, block_type: type[ResidualBlock],
                  depths: tuple[int, int, int, int], stem_channels: int, base_planes: int,
                  conv1: nn.Module, maxpool: nn.Module, pool2: nn.Module,
-                 temporal_kernels: Mapping[str, list[int]] | None = None, dropout: float = 0.0) -> None:
+                 temporal_kernels: Mapping[str, list[int]] | None = None, dropout: float = 0.0,
+                 block_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.in_channels = in_channels
@@ -58,7 +60,7 @@ class ResNet(nn.Module):
             planes = base_planes * 2**index
             kernels = (temporal_kernels or {}).get(stage)
             setattr(self, stage, make_stage(block_type, channels, planes, depth, 1 if index == 0 else 2,
-                                            dim=dim, temporal_kernels=kernels))
+                                            dim=dim, temporal_kernels=kernels, **(block_options or {})))
             channels = planes * block_type.expansion
         self.pool2 = pool2
         self.avgpool = nn.AdaptiveAvgPool2d(1) if dim == 2 else nn.AdaptiveAvgPool3d(1)

@@ -2,7 +2,9 @@
 
 Two block types, structured like torchvision's ``BasicBlock`` and ``Bottleneck`` (ResNet v1.5: the
 stride sits on the 3×3 conv) so that parameter counts and state-dict keys inside a block match
-torchvision's. For ``dim=3`` every conv is a 1×k×k kernel except an optional temporal kernel on the
+torchvision's. ``Bottleneck(stride_in_1x1=True)`` puts the stride on the first 1×1 conv instead: the
+original Caffe ResNet and the SE authors' released SE-ResNets (hujie-frank/SENet,
+``models/SE-ResNet-50.prototxt``: ``conv3_1_1x1_reduce`` has stride 2), timm's ``legacy_seresnet*``. For ``dim=3`` every conv is a 1×k×k kernel except an optional temporal kernel on the
 first 1×1 conv of the bottleneck (I3D's 3×1×1 inflation, Wang et al. arXiv:1711.07971 §4).
 
 Each block has four optional slots, ``None`` when empty (timm's ``self.attn = None`` habit):
@@ -105,16 +107,21 @@ class BasicBlock(ResidualBlock):
 
 
 class Bottleneck(ResidualBlock):
-    """1×1 → 3×3 (stride) → 1×1 ×4 (ResNet-50); in 3D the first conv is ``temporal_kernel``×1×1."""
+    """1×1 → 3×3 (stride) → 1×1 ×4 (ResNet-50); in 3D the first conv is ``temporal_kernel``×1×1.
+
+    ``stride_in_1x1``: the stride on the first 1×1 conv (Caffe layout, see the module docstring); same
+    parameters, a different network: the 1×1 conv skips three of every four pixels.
+    """
 
     expansion = 4
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, *, dim: int = 2,
-                 temporal_kernel: int = 1) -> None:
+                 temporal_kernel: int = 1, stride_in_1x1: bool = False) -> None:
         super().__init__(in_channels, planes, stride, dim)
-        self.conv1 = conv(dim, in_channels, planes, 1, temporal_kernel=temporal_kernel)
+        first_stride, middle_stride = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv(dim, in_channels, planes, 1, stride=first_stride, temporal_kernel=temporal_kernel)
         self.bn1 = BATCH_NORM[dim](planes)
-        self.conv2 = conv(dim, planes, planes, 3, stride=stride)
+        self.conv2 = conv(dim, planes, planes, 3, stride=middle_stride)
         self.bn2 = BATCH_NORM[dim](planes)
         self.conv3 = conv(dim, planes, self.out_channels, 1)
         self.bn3 = BATCH_NORM[dim](self.out_channels)
@@ -146,13 +153,14 @@ def replace_spatial_convs(block: ResidualBlock, make_attention: Callable[[int], 
 
 
 def make_stage(block_type: type[ResidualBlock], in_channels: int, planes: int, depth: int, stride: int,
-               *, dim: int, temporal_kernels: list[int] | None = None) -> nn.Sequential:
-    """``depth`` residual blocks; the first one carries the stride and the width change."""
+               *, dim: int, temporal_kernels: list[int] | None = None, **block_options) -> nn.Sequential:
+    """``depth`` residual blocks; the first one carries the stride and the width change. ``block_options``
+    go to every block (``stride_in_1x1`` for a Bottleneck)."""
     temporal_kernels = temporal_kernels or [1] * depth
     blocks = []
     for index in range(depth):
         blocks.append(block_type(in_channels, planes, stride if index == 0 else 1,
-                                 dim=dim, temporal_kernel=temporal_kernels[index]))
+                                 dim=dim, temporal_kernel=temporal_kernels[index], **block_options))
         in_channels = planes * block_type.expansion
     return nn.Sequential(*blocks)
 

@@ -16,6 +16,15 @@
                   nl-10) and every SE preset fits; stem conv (1|5)×3×3 stride 1 without pool1 (small
                   frames, few frames), pool2 as in Table 1 (T 8 → 4); no dropout. res5 sees 4×4×4.
 
+``c2d_resnet50_caffe2``, ``i3d_resnet50_caffe2``
+                  the same nets with the released code's pooling (lib/models/resnet_video_org.py, the
+                  32-frame models): pool1 max (2, 3, 3) stride (2, 2, 2), pool2 max (2, 1, 1) stride
+                  (2, 1, 1), both without padding, where Table 1 writes 3×3×3 and 3×1×1 (padded here by
+                  1 so the kernel is centred). Same parameters, same temporal sizes (32 → 16 → 8 → 4), but
+                  each pool window covers 2 frames, not 3, and the unpadded 3×3 pool1 makes res2 55×55
+                  instead of 56×56 for a 224 crop (Caffe2 rounds down, as PyTorch); res3 onwards are the
+                  same size (28, 14, 7). Porting the released weights needs these pools.
+
 The ResNet-50s follow Table 1's temporal strides (×8 overall, for 32-frame clips); the reference code's
 8-frame setting instead keeps conv1 and pool1 at temporal stride 1 (pool1 1×3×3). Dropout 0.5 before
 the classifier is the reference code's TRAIN.DROPOUT_RATE.
@@ -37,6 +46,23 @@ I3D_RESNET50_INFLATION = {"res2": [1, 1, 1], "res3": [1, 0, 1, 0], "res4": [1, 0
 
 
 @dataclass(frozen=True)
+class MaxPool:
+    """A max-pool's (T, H, W) kernel, stride and padding."""
+
+    kernel: tuple[int, int, int]
+    stride: tuple[int, int, int]
+    padding: tuple[int, int, int]
+
+    def build(self) -> nn.MaxPool3d:
+        return nn.MaxPool3d(kernel_size=self.kernel, stride=self.stride, padding=self.padding)
+
+
+# Table 1 (kernels centred by padding) and the released Caffe2 code (resnet_video_org.py, no padding).
+TABLE1_POOLS = (MaxPool((3, 3, 3), (2, 2, 2), (1, 1, 1)), MaxPool((3, 1, 1), (2, 1, 1), (1, 0, 0)))
+CAFFE2_POOLS = (MaxPool((2, 3, 3), (2, 2, 2), (0, 0, 0)), MaxPool((2, 1, 1), (2, 1, 1), (0, 0, 0)))
+
+
+@dataclass(frozen=True)
 class VideoResNetSpec:
     """One 3D ResNet variant; all kernels/strides are (T, H, W)."""
 
@@ -45,9 +71,10 @@ class VideoResNetSpec:
     base_planes: int              # planes of res2's bottleneck; doubles per stage, ×4 at the block output
     conv1_kernel: tuple[int, int, int]
     conv1_stride: tuple[int, int, int]
-    pool1: bool                   # Table 1's 3×3×3 max-pool stride 2,2,2 after conv1
+    pool1: bool                   # a max-pool after conv1 (Table 1's pool1)
     inflation: dict[str, list[int]] | None  # None: C2D (no temporal kernels)
     dropout: float
+    pools: tuple[MaxPool, MaxPool] = TABLE1_POOLS  # pool1 (when there is one), pool2
 
 
 def _every_other(depths: tuple[int, int, int, int]) -> dict[str, list[int]]:
@@ -61,6 +88,10 @@ TINY_DEPTHS = (1, 4, 6, 1)
 SPECS: dict[str, VideoResNetSpec] = {
     "c2d_resnet50": VideoResNetSpec((3, 4, 6, 3), 64, 64, (1, 7, 7), (2, 2, 2), True, None, 0.5),
     "i3d_resnet50": VideoResNetSpec((3, 4, 6, 3), 64, 64, (5, 7, 7), (2, 2, 2), True, I3D_RESNET50_INFLATION, 0.5),
+    "c2d_resnet50_caffe2": VideoResNetSpec((3, 4, 6, 3), 64, 64, (1, 7, 7), (2, 2, 2), True, None, 0.5,
+                                           CAFFE2_POOLS),
+    "i3d_resnet50_caffe2": VideoResNetSpec((3, 4, 6, 3), 64, 64, (5, 7, 7), (2, 2, 2), True, I3D_RESNET50_INFLATION,
+                                           0.5, CAFFE2_POOLS),
     "c2d_resnet_tiny": VideoResNetSpec(TINY_DEPTHS, 16, 8, (1, 3, 3), (1, 1, 1), False, None, 0.0),
     "i3d_resnet_tiny": VideoResNetSpec(TINY_DEPTHS, 16, 8, (5, 3, 3), (1, 1, 1), False, _every_other(TINY_DEPTHS), 0.0),
 }
@@ -72,8 +103,8 @@ def resnet3d(name: str, *, num_classes: int, in_channels: int = 3, block: str | 
     spec = SPECS[name]
     conv1 = nn.Conv3d(in_channels, spec.stem_channels, kernel_size=spec.conv1_kernel, stride=spec.conv1_stride,
                       padding=tuple(k // 2 for k in spec.conv1_kernel), bias=False)
-    pool1 = nn.MaxPool3d(kernel_size=3, stride=2, padding=1) if spec.pool1 else nn.Identity()
-    pool2 = nn.MaxPool3d(kernel_size=(3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
+    pool1 = spec.pools[0].build() if spec.pool1 else nn.Identity()
+    pool2 = spec.pools[1].build()
     temporal_kernels = None
     if spec.inflation is not None:
         # use_temp_convs=1 means a temporal kernel of 1 + 2·1 = 3 (reference code's convention)

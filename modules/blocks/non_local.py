@@ -163,9 +163,13 @@ class NonLocalBlock(nn.Module):
             ``gaussian`` (eq. 2, softmax(xᵀx) on raw inputs), ``dot_product`` (eq. 4, θᵀφ / N),
             ``concatenation`` (eq. 5, ReLU(w_fᵀ[θ; φ]) / N). N counts the key positions (after pooling,
             within a temporal group).
-        sub_sample: max-pool the keys/values φ and g by 2 along H and W — along L in 1D (§3.3 "Implementation").
+        sub_sample: max-pool the keys/values φ and g by 2 along H and W — along L in 1D (§3.3 "Implementation";
+            reference code ``NONLOCAL.USE_MAXPOOL``, kernel and stride (1, 2, 2)). Default off, see below.
         sub_sample_position: pool ``"before"`` the φ/g convs (reference code, default) or ``"after"`` (paper).
-        use_scale: multiply θᵀφ by 1/√d before the softmax (d = C' — or C for ``gaussian``). Default on.
+        use_scale: multiply θᵀφ by 1/√d before the softmax (d = C' — or C for ``gaussian``). Default None:
+            per mode as the references do — on for ``embedded_gaussian`` (reference code ``USE_SCALE``),
+            off for ``gaussian`` (the paper's eq. (2), ``exp(x_iᵀx_j)``, and mmcv's NonLocal). True/False
+            force it for both softmax modes.
         temporal_group: dim 3 only — split T into groups of this many frames; attention stays in a group.
         attention_kernel: softmax modes only — ``"sdpa"`` (``F.scaled_dot_product_attention``), ``"chunked"``
             (modules/blocks/chunked_attention.py: query blocks on oneDNN matrix products, recomputed in
@@ -182,20 +186,24 @@ class NonLocalBlock(nn.Module):
 
     Paper vs reference code (facebookresearch/video-nonlocal-net), and what this class does:
         * 1/√d scale: reference scales before its softmax (``USE_SCALE``), the paper does not mention it.
-          Default: on (reference; its released models use it). Only the softmax modes are scaled, as there.
+          Default: on for the embedded Gaussian (reference; its released models use it), off for the
+          Gaussian (eq. (2); the reference has no Gaussian mode). Dot product and concatenation: never.
         * Sub-sampling: the paper pools after φ and g (§3.3); the reference pools x before both convs,
-          which makes the convs 4× cheaper. Default position: before (reference); ``sub_sample`` is off.
+          which makes the convs 4× cheaper. Default position: before (reference). The papers' models
+          sub-sample (reference ``USE_MAXPOOL=True``; configs/nonlocal_*_r50.yaml set ``sub_sample: true``);
+          the block alone keeps every key by default, as mmcv, pytorchvideo and timm do, so that
+          ``attention_map`` covers the input grid and a block on an odd-sized or 1-pixel map loses nothing.
         * Temporal grouping: reference only (``add_nonlocal_group``, 128-frame inputs). Default: off.
         * Modes: the reference implements embedded Gaussian (``USE_SOFTMAX``) and dot product (dividing
           by N with a stopped gradient — N is a constant here too); Gaussian and concatenation follow the
-          paper's equations. ``use_scale`` on the Gaussian divides by √C (no reference to follow).
+          paper's equations; the Gaussian is unscaled unless ``use_scale=True`` (then 1/√C).
         * Initialisation: reference — 1×1 convs N(0, 0.01²) with zero bias; both set the output BN γ to 0,
           so the block is the identity at initialisation. ``reset_parameters()`` restores this after a
           backbone-wide re-initialisation.
     """
 
     def __init__(self, channels, *, dim=2, reduction=2, mode="embedded_gaussian", sub_sample=False,
-                 sub_sample_position="before", use_scale=True, temporal_group=None, attention_kernel="auto"):
+                 sub_sample_position="before", use_scale=None, temporal_group=None, attention_kernel="auto"):
         super().__init__()
         conv = _choose("dim", dim, _CONV)
         self.mode_spec = _choose("mode", mode, MODES)
@@ -206,13 +214,16 @@ class NonLocalBlock(nn.Module):
         if not isinstance(reduction, int) or isinstance(reduction, bool) or not 1 <= reduction <= channels:
             raise ValueError(f"NonLocalBlock: reduction must be an int in [1, {channels}] "
                              f"(bottleneck width channels // reduction >= 1), got {reduction!r}")
-        for name, flag in (("sub_sample", sub_sample), ("use_scale", use_scale)):
-            if not isinstance(flag, bool):  # a YAML string "false" would otherwise count as on
-                raise ValueError(f"NonLocalBlock: {name} must be True or False, got {flag!r}")
+        for name, flag, allowed in (("sub_sample", sub_sample, "True or False"),
+                                    ("use_scale", use_scale, "True, False or None (per mode)")):
+            if not isinstance(flag, bool) and not (name == "use_scale" and flag is None):
+                # a YAML string "false" would otherwise count as on
+                raise ValueError(f"NonLocalBlock: {name} must be {allowed}, got {flag!r}")
         if temporal_group is not None and (dim != 3 or not isinstance(temporal_group, int) or temporal_group < 1):
             raise ValueError(f"NonLocalBlock: temporal_group must be None or a positive int of frames, "
                              f"and needs dim=3; got temporal_group={temporal_group!r}, dim={dim!r}")
         self.channels, self.dim, self.mode, self.temporal_group = channels, dim, mode, temporal_group
+        self.sub_sample = sub_sample
         inner = channels // reduction
         embedding = (lambda: conv(channels, inner, 1)) if self.mode_spec.learned_embedding else nn.Identity
         self.theta, self.phi = embedding(), embedding()
@@ -222,6 +233,8 @@ class NonLocalBlock(nn.Module):
         self.w_z = conv(inner, channels, 1)
         self.norm = _BATCH_NORM[dim](channels)
         query_width = inner if self.mode_spec.learned_embedding else channels
+        if use_scale is None:
+            use_scale = mode != "gaussian"  # only the softmax modes read the scale
         self.scale = query_width**-0.5 if use_scale else 1.0
         self.reset_parameters()
 

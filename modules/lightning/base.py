@@ -125,12 +125,17 @@ class AttentionClassifier(pl.LightningModule):
 
 
 def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
-    """Weight decay on conv/linear weights only: norms' scales and all biases (ndim <= 1) get none."""
+    """Weight decay on conv/linear weights only: norms' scales and all biases (ndim <= 1) get none unless
+    `decay_norm_and_bias`, nor do the parameters a module lists in `no_weight_decay_parameters()` (the
+    self-attention head centres and spreads, as in Cordonnier et al.'s train.py)."""
+    exempt = {id(parameter) for module in net.modules() if hasattr(module, "no_weight_decay_parameters")
+              for parameter in module.no_weight_decay_parameters()}
     decay, no_decay = [], []
     for parameter in net.parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim <= 1 and not decay_norm_and_bias else decay).append(parameter)
+        skip = id(parameter) in exempt or (parameter.ndim <= 1 and not decay_norm_and_bias)
+        (no_decay if skip else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 

@@ -14,7 +14,10 @@ from modules.backbones.resnet3d import I3D_RESNET50_INFLATION, SPECS
 from modules.blocks import BLOCKS, NonLocalBlock
 from modules.blocks.squeeze_excite import SE_INTEGRATIONS
 
-RESNETS = [name for name in BACKBONES if not name.startswith("attention_net")]
+# The authors' released layouts of resnet50 / the video ResNet-50s run in tests/modules/test_fidelity_resnets.py
+# (against timm's legacy_seresnet50; shapes of 32-frame clips on the meta device, which their pools need).
+RELEASED_LAYOUTS = ("resnet50_caffe", "c2d_resnet50_caffe2", "i3d_resnet50_caffe2")
+RESNETS = [name for name in BACKBONES if not name.startswith("attention_net") and name not in RELEASED_LAYOUTS]
 
 
 def parameters(net: nn.Module) -> int:

@@ -200,6 +200,7 @@ def test_attention_map_accepts_coordinates():
     (dict(sub_sample_position="middle"), r"sub_sample_position must be one of \['before', 'after'\]"),
     (dict(dim=2, temporal_group=2), r"temporal_group .* needs dim=3"),
     (dict(sub_sample="false"), r"sub_sample must be True or False, got 'false'"),
+    (dict(use_scale="yes"), r"use_scale must be True, False or None \(per mode\), got 'yes'"),
     (dict(attention_kernel="flash"), r"attention_kernel must be one of \['auto', 'sdpa', 'chunked'\]"),
 ])
 def test_bad_arguments_raise_value_error(kwargs, message):
@@ -216,7 +217,8 @@ def test_bad_inputs_raise_value_error():
 
 @pytest.mark.parametrize(("kwargs", "scale"), [
     (dict(), 1 / 4),  # embedded Gaussian: 1/√C' with C' = 32 // 2 (reference code's default)
-    (dict(mode="gaussian"), 1 / 32**0.5),  # Gaussian compares raw inputs: d = C
+    (dict(mode="gaussian"), 1.0),  # Gaussian: eq. (2), exp(x_iᵀx_j), unscaled (paper, mmcv)
+    (dict(mode="gaussian", use_scale=True), 1 / 32**0.5),  # forced: it compares raw inputs, d = C
     (dict(reduction=4), 1 / 8**0.5),
     (dict(use_scale=False), 1.0),  # the paper's unscaled softmax
 ])

@@ -27,12 +27,14 @@ def test_each_encoding_keeps_map_shape_and_passes_gradients(encoding):
 
 
 def reference_positional_scores(layer: SelfAttention2d, height: int, width: int) -> torch.Tensor:
-    """Scores straight from the paper's definitions, one (query, key) pair at a time."""
-    encoding = layer.encoding
-    scores = torch.empty(layer.heads, height * width, height * width)
+    """Scores straight from the paper's definitions, one (query, key) pair at a time; with ``padding`` the
+    keys run over the map and its rings of padding (rows/columns −p..size+p−1)."""
+    encoding, pad = layer.encoding, layer.padding
+    keys = [(row, col) for row in range(-pad, height + pad) for col in range(-pad, width + pad)]
+    scores = torch.empty(layer.heads, height * width, len(keys))
     pixels = [(row, col) for row in range(height) for col in range(width)]
     for query, (query_row, query_col) in enumerate(pixels):
-        for key, (key_row, key_col) in enumerate(pixels):
+        for key, (key_row, key_col) in enumerate(keys):
             shift = torch.tensor([key_row - query_row, key_col - query_col], dtype=torch.float32)
             if layer.window is not None and shift.abs().max() > layer.window:
                 scores[:, query, key] = float("-inf")
@@ -49,10 +51,10 @@ def reference_positional_scores(layer: SelfAttention2d, height: int, width: int)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-@pytest.mark.parametrize("window", [None, 2])
-def test_positional_scores_follow_the_definitions(encoding, window):
+@pytest.mark.parametrize("window, padding", [(None, 0), (2, 0), (2, 1), (None, 2)])
+def test_positional_scores_follow_the_definitions(encoding, window, padding):
     torch.manual_seed(4)
-    layer = SelfAttention2d(4, heads=3, encoding=encoding, window=window)
+    layer = SelfAttention2d(4, heads=3, encoding=encoding, window=window, padding=padding)
     with torch.no_grad():
         for parameter in layer.encoding.parameters():
             parameter.normal_()
@@ -137,6 +139,23 @@ def test_quadratic_readout_reports_centres_and_spreads():
         SelfAttention2d(4, heads=2, encoding="learned").attention_centres()
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("padding", [1, 2])
+def test_padded_keys_are_zero_valued_pixels(encoding, padding):
+    """padding=p with window=p equals the same weights on the zero-padded map, read at the original pixels:
+    there the window keeps every key inside the map or its p rings of zeros."""
+    torch.manual_seed(6)
+    padded = SelfAttention2d(6, heads=3, encoding=encoding, reduction=2, padding=padding, window=padding).eval()
+    plain = SelfAttention2d(6, heads=3, encoding=encoding, reduction=2, window=padding).eval()
+    plain.load_state_dict(padded.state_dict())
+    x = torch.randn(2, 6, 5, 7)
+    inside = (..., slice(padding, -padding), slice(padding, -padding))
+    with torch.no_grad():
+        expected = plain(torch.nn.functional.pad(x, (padding,) * 4))[inside]
+        torch.testing.assert_close(padded(x), expected)
+        assert not torch.allclose(plain(x), expected)  # without the padded keys the borders differ
+
+
 def test_reduction_sets_head_value_size():
     assert SelfAttention2d(32, heads=4).head_dim == 32
     assert SelfAttention2d(32, heads=4).value is None  # W_val = I, the paper's construction
@@ -155,6 +174,8 @@ def test_reduction_sets_head_value_size():
         ({"reduction": 2, "head_dim": 4}, "not both"),
         ({"window": 0}, "window"),
         ({"encoding": "learned", "position_dim": 7}, "even"),
+        ({"padding": -1}, "padding must be an integer >= 0"),
+        ({"attention_dropout": 1.0}, r"attention_dropout must be in \[0, 1\)"),
     ],
 )
 def test_bad_options_raise_value_errors_naming_choices(kwargs, message):
