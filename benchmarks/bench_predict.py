@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 IMAGE_BAR, VIDEO_BAR = 1.3, 1.1

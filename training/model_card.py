@@ -89,13 +89,14 @@ def card_markdown(contract: dict[str, Any], name: str | None = None) -> str:
                         if "acc_class" not in key)
     steps = "\n".join(f"{i}. {step}" for i, step in enumerate(preprocessing_steps(p), start=1))
     example = "image.png" if p["kind"] == "image" else "clip.mp4"
+    default = "the family's default"
     return f"""# {name or training['run_name']}
 
 {summary(contract)}
 
 ## Model
 - family: `{model['family']}` ({FAMILY_PAPERS.get(model['family'], 'unknown family')})
-- backbone: `{model['backbone']}`, placement: `{model['placement'] or 'family default'}`, reduction: `{model['reduction'] or 'family default'}`
+- backbone: `{model['backbone']}`, placement: `{model['placement'] or default}`, reduction: `{model['reduction'] or default}`
 - block options: {block}
 - initial weights: {json.dumps(contract['init'])}
 

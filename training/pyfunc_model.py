@@ -21,6 +21,7 @@ probabilities here as from the trained LightningModule. The network is the plain
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,14 @@ class RawInputClassifier(mlflow.pyfunc.PythonModel):
         from datamodules.raw_inputs import ContractError
 
         value = (params or {}).get("top_k", DEFAULT_TOP_K)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ContractError(f"params.top_k must be a whole number >= 1, got {value!r}")
-        return min(value, len(self.classes))
+        return min(int(value), len(self.classes))
 
     def classify(self, items: list, top_k: int = DEFAULT_TOP_K, names: list[str] | None = None) -> list[dict]:
         """Raw inputs -> one row per input: input, label, probability, classes, probabilities (top k)."""
-        return self.rows(self.probabilities(items), top_k, names or [_display(item, i) for i, item in enumerate(items)])
+        names = names or [_display(item, index) for index, item in enumerate(items)]
+        return self.rows(self.probabilities(items), top_k, names)
 
     def rows(self, probabilities, top_k: int, names: list[str]) -> list[dict]:
         """(N, classes) probabilities -> the top-k rows, best first."""

@@ -285,7 +285,8 @@ def _wait_until_serving(process: subprocess.Popen, url: str, log: Path, timeout:
 
 
 def _invoke(url: str, content: list[bytes], top_k: int) -> httpx.Response:
-    body = {"dataframe_split": {"columns": ["content"], "data": [[base64.b64encode(item).decode()] for item in content]},
+    rows = [[base64.b64encode(item).decode()] for item in content]
+    body = {"dataframe_split": {"columns": ["content"], "data": rows},
             "params": {"top_k": top_k}}
     return httpx.post(f"{url}/invocations", json=body, timeout=120)
 
