@@ -48,7 +48,9 @@ def build_contract(cfg, datamodule, metrics: dict[str, float], run_id: str | Non
 
     preprocessing = preprocessing_contract(cfg.data, int(datamodule.sample_shape[0]))
     model = cfg.model
-    init = getattr(model, "init", None)
+    init = getattr(model, "init", None)  # model.init (fine-tuning); its `source` None means random weights
+    if getattr(init, "source", init) is None:
+        init = None
     return {
         "version": CONTRACT_VERSION,
         "task": "classification",

@@ -191,3 +191,17 @@ def load_classifier(model_uri: str, tracking_uri: str) -> RawInputClassifier:
             shape = "(" + ", ".join("B" if size == -1 else str(size) for size in schema.inputs[0].shape) + ")"
         raise ContractMissing(missing_contract_message(model_uri, shape))
     return model.unwrap_python_model()
+
+
+def load_network(model_uri: str, tracking_uri: str):
+    """The bare network behind a model URI: a registered classifier's `network`, or a plain
+    mlflow.pytorch model (`runs:/<run>/model`, versions registered before classifiers existed)."""
+    import mlflow
+
+    from training.tracking import isolated_tracking_state
+
+    with isolated_tracking_state():
+        mlflow.set_tracking_uri(tracking_uri)
+        if "pytorch" in mlflow.models.get_model_info(model_uri).flavors:
+            return mlflow.pytorch.load_model(model_uri)
+    return load_classifier(model_uri, tracking_uri).network

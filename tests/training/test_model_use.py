@@ -33,6 +33,7 @@ from training import tracking
 from training.config import load_config
 from training.evaluate import MODEL_TAG
 from training.fit import build_parts
+from training.pyfunc_model import load_network
 
 pytestmark = pytest.mark.slow
 
@@ -232,7 +233,7 @@ def test_registry_show_prints_each_versions_contract_and_card(trained, shared_ml
 
 
 def test_a_model_logged_without_a_contract_loads_and_predict_says_what_is_missing(
-        shared_mlflow_uri, tmp_path, capsys):
+        trained, shared_mlflow_uri, tmp_path, capsys):
     from modules.backbones import build_backbone
 
     net = build_backbone("resnet18_small", num_classes=10, in_channels=1)
@@ -253,6 +254,12 @@ def test_a_model_logged_without_a_contract_loads_and_predict_says_what_is_missin
     assert "(B, 1, 28, 28)" in err
     assert main(["registry", "--tracking-uri", shared_mlflow_uri, "show", "old-model"]) == 0
     assert "no contract" in capsys.readouterr().out
+
+    # the bare network (e.g. to fine-tune from) loads from old versions and from classifiers alike
+    for uri in (f"models:/old-model/{version}", _uri("se")):
+        network = load_network(uri, shared_mlflow_uri)
+        assert network(torch.randn(3, 1, 28, 28)).shape == (3, 10) and "conv1.weight" in network.state_dict()
+    assert set(load_network(f"models:/old-model/{version}", shared_mlflow_uri).state_dict()) == set(net.state_dict())
 
 
 def _serve(model_uri: str, tracking_uri: str, log: Path) -> tuple[subprocess.Popen, str]:
