@@ -46,14 +46,13 @@ def add_commands(subparsers) -> None:
 
 
 def run_predict(args) -> int:
-    from rich.console import Console
     from rich.progress import Progress
 
     from training import predict
     from training.pyfunc_model import load_classifier
     from training.tracking import tracking_uri
 
-    err = Console(stderr=True)
+    err = _stderr()
     if args.top_k < 1 or args.batch_size < 1:
         err.print("error: --top-k and --batch-size must be >= 1", highlight=False)
         return 2
@@ -80,6 +79,13 @@ def run_predict(args) -> int:
     if failed:
         err.print(f"{failed} of {len(rows)} inputs failed", highlight=False)
     return 1 if failed else 0
+
+
+def _stderr():
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console if console.is_terminal else Console(stderr=True, width=200)  # piped: no wrapping at 80
 
 
 def _load(load_classifier, model_uri: str, uri: str, err):
@@ -112,18 +118,21 @@ def _print_rows(rows: list[dict]) -> None:
 
 def run_evaluate(args) -> int:
     from pydantic import ValidationError
-    from rich.console import Console
 
     from datamodules.raw_inputs import ContractError
-    from training.config import ConfigError, format_errors
+    from training.config import ConfigError
     from training.evaluate import evaluate
     from training.model_card import ContractMissing
 
-    err = Console(stderr=True)
+    err = _stderr()
     try:
         cfg = evaluation_config(args)
     except ValidationError as error:
-        err.print(format_errors(error, str(args.config or "")), highlight=False)
+        tags = ("image", "video", "folder")  # the data union's discriminator values, not YAML keys
+        lines = [f"  {'.'.join(str(part) for part in item['loc'] if part not in tags)}: "
+                 f"{item['msg'].removeprefix('Value error, ')}" for item in error.errors()]
+        err.print("\n".join([f"invalid evaluation config{f' {args.config}' if args.config else ''}:", *lines]),
+                  highlight=False)
         return 2
     except (ConfigError, ValueError, OSError) as error:
         err.print(f"error: {error}", highlight=False)
