@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install test demo bench serve fashion-mnist browser clean
+.PHONY: install test test-fast demo bench serve fashion-mnist browser clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ browser:
 
 test: $(STAMP) fashion-mnist browser
 	$(PY) -m pytest
+
+# The unit tier (blocks, configs, data, API in process): a few minutes; `make test` runs the slow tier too.
+test-fast: $(STAMP) fashion-mnist
+	$(PY) -m pytest -m "not slow"
 
 demo: $(STAMP) fashion-mnist
 	$(VENV)/bin/attnlab demo

@@ -1,14 +1,14 @@
 """Raw-input prediction of the registered model (pyfunc) against the bare network and the DataModule.
 
-Both models are logged and registered the way training does it (training.model_logging) in a
-temporary MLflow store, then loaded with mlflow.pyfunc.load_model:
+Both models are logged and registered the way training does it (training.tracking.log_classifier)
+in a temporary MLflow store, then loaded with mlflow.pyfunc.load_model:
 - images: SE-ResNet-18 (small stem) on Fashion-MNIST-format 28x28 images. The pyfunc predicts on
   PNG bytes (decode, the test transform, network, top-5 rows); the reference calls the same network
   on the already preprocessed float tensors. Bar: pyfunc time / network time <= 1.3.
 - videos: SE C2D tiny ResNet on 320x240 H.264 files, 10 test clips of 8 frames every 8, short
-  side 128, 112 crop (the video defaults). The pyfunc's video path (probe, decode, sample, transform: everything
-  before the network) against the video DataModule's own test loader over the same files (decode,
-  sample, transform). Bar: pyfunc time / DataModule time <= 1.1. The end-to-end figure (pyfunc
+  side 128, 112 crop (the video defaults). The pyfunc's video path (probe, decode, sample,
+  transform: everything before the network) against the video DataModule's own test loader over the
+  same files (decode, sample, transform). Bar: pyfunc time / DataModule time <= 1.1. The end-to-end figure (pyfunc
   predict vs DataModule batches through the bare network) is printed beside it.
 Each figure is the fastest of --repeats interleaved passes (on a shared machine noise only slows).
 
@@ -41,22 +41,17 @@ def cpu_model() -> str:
 
 def register(cfg, uri: str, name: str):
     """Log and register the untrained network of `cfg` with its contract; return the loaded pyfunc."""
-    import mlflow
-
     from training import tracking
     from training.fit import build_parts
     from training.model_card import build_contract
-    from training.model_logging import log_classifier
 
     datamodule, module = build_parts(cfg)
     datamodule.setup("test")
     example = module.single_clip(next(iter(datamodule.test_dataloader()))[0])
     run = tracking.client(uri).create_run(tracking.experiment_id(uri, "bench"))
     contract = build_contract(cfg, datamodule, {}, run.info.run_id)
-    log_classifier(uri, run.info.run_id, module.net.eval(), example, contract, name, alias="bench")
-    with tracking.isolated_tracking_state():
-        mlflow.set_tracking_uri(uri)
-        return mlflow.pyfunc.load_model(f"models:/{name}@bench"), datamodule
+    tracking.log_classifier(uri, run.info.run_id, module.net.eval(), example, contract, name, alias="bench")
+    return tracking.load_pyfunc(uri, f"models:/{name}@bench"), datamodule
 
 
 def fastest(runs: dict, repeats: int) -> dict[str, float]:

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from datamodules.config import ImageDataConfig, VideoDataConfig
-from datamodules.transforms import IMAGE_STATS, NATIVE_SIZE, VideoEvalTransform, image_transform
+from datamodules.config import IMAGE_FORMATS, ImageDataConfig, VideoDataConfig
+from datamodules.transforms import VideoEvalTransform, image_transform
 
 log = logging.getLogger(__name__)
 # PIL image modes by channel count, for the array datasets (the folder loader converts to RGB instead).
@@ -52,10 +52,10 @@ def preprocessing_contract(cfg: ImageDataConfig | VideoDataConfig, channels: int
                 "short_side": cfg.short_side, "crop_size": cfg.crop_size, "mean": list(cfg.mean),
                 "std": list(cfg.std), "pad": cfg.pad, "backend": get_backend(cfg.backend).name,
                 "decode_threads": cfg.decode_threads}
-    mean, std = IMAGE_STATS[cfg.dataset]
-    return {"kind": "image", "channels": channels, "dataset": cfg.dataset,
-            "size": cfg.image_size or NATIVE_SIZE[cfg.dataset], "native_size": NATIVE_SIZE[cfg.dataset],
-            "mean": list(mean), "std": list(std)}
+    image_format = cfg.format
+    return {"kind": "image", "channels": channels, "dataset": cfg.dataset, "folder": image_format.read is None,
+            "size": cfg.image_size or image_format.side, "native_size": image_format.side,
+            "mean": list(image_format.mean), "std": list(image_format.std)}
 
 
 def preprocessing_steps(p: dict[str, Any]) -> list[str]:
@@ -67,7 +67,7 @@ def preprocessing_steps(p: dict[str, Any]) -> list[str]:
                 f"{p['clip_len']} frames every {p['frame_interval']} frames (short videos: pad '{p['pad']}')",
                 f"resize frames on decode to short side {p['short_side']}", f"{crops} of {p['crop_size']} px",
                 norm, "average the clips' softmax per video"]
-    if p["dataset"] == "folder":
+    if p["folder"]:
         return ["decode with PIL, convert to RGB", f"resize short side to {round(p['size'] * 256 / 224)}",
                 f"centre crop {p['size']} px", norm]
     steps = [f"decode with PIL ({_channel_words(p['channels'])}), other sizes resized to "
@@ -110,7 +110,10 @@ class ImageInputs:
 
     def __init__(self, preprocessing: dict[str, Any]):
         self.p = preprocessing
-        self.folder = preprocessing["dataset"] == "folder"
+        self.folder = preprocessing["folder"]  # photographs read like torchvision's ImageFolder
+        if preprocessing["dataset"] not in IMAGE_FORMATS:
+            raise ContractError(f"the model was trained on image format {preprocessing['dataset']!r}, which this "
+                                f"attnlab does not know ({', '.join(IMAGE_FORMATS)})")
         self.transform = image_transform(preprocessing["dataset"], train=False, size=preprocessing["size"])
         side = preprocessing["size"] if self.folder else preprocessing["native_size"]
         self.takes = (f"images ({_channel_words(3 if self.folder else preprocessing['channels'])}, "

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-# Layer order follows DESIGN.md: training (train, demo, registry, data; predict, evaluate) -> tuning (tune)
+# In layer order (docs/contracts.md): training (train, demo, registry, data; predict, evaluate) -> tuning (tune)
 # -> service.
 COMMAND_MODULES = [
     "training.cli",

@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datamodules.config import DATA_KINDS
 from service.configs import ConfigRejected
 from service.store import IdempotencyConflict
-from service.tracking import NotFound
+from training.tracking import NotFound
 
 log = logging.getLogger("attnlab.service")
 
@@ -30,7 +31,7 @@ def _field_errors(status_code: int, errors: list[dict]) -> JSONResponse:
 
 def _shown(loc: list[str]) -> list[str]:
     # "body" is transport, and discriminated unions add their tag ("image") to the path.
-    return [part for part in loc[1:] if part not in ("image", "video")] if loc[:1] == ["body"] else loc
+    return [part for part in loc[1:] if part not in DATA_KINDS] if loc[:1] == ["body"] else loc
 
 
 def _clean(message: str) -> str:

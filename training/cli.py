@@ -142,38 +142,31 @@ def registry_list(args) -> int:
 
 
 def registry_show(args) -> int:
-    from mlflow.exceptions import MlflowException
+    from training.tracking import NotFound, model_versions
 
-    from training.tracking import client, model_versions
-
-    uri = _uri(args)
     try:
-        rows = model_versions(uri, args.name)
-        contracts = {str(r["version"]): _contract(client(uri), args.name, r["version"], uri) for r in rows}
-    except MlflowException as error:
-        print(f"registered model {args.name!r}: {error.message}", file=sys.stderr)
+        rows = model_versions(_uri(args), args.name)
+    except NotFound as error:
+        print(error, file=sys.stderr)
         return 1
     _print_table(["version", "aliases", "status", "test/acc", "model", "input", "run id"],
                  [(r["version"], r["aliases"], r["status"],
-                   None if r["test/acc"] is None else f"{r['test/acc']:.4f}",
-                   *_contract_columns(contracts[str(r["version"])]), r["run_id"]) for r in rows])
+                   None if r["test/acc"] is None else f"{r['test/acc']:.4f}", *_contract_columns(r["contract"]),
+                   r["run_id"]) for r in rows])
     version = args.version or (str(rows[-1]["version"]) if rows else None)
-    if version is not None:
-        return _print_card(args.name, version, contracts)
+    if version is None:
+        return 0
+    contracts = {str(r["version"]): r["contract"] for r in rows}
+    if version not in contracts:
+        print(f"registered model {args.name!r} has no version {version} (versions: {', '.join(contracts)})",
+              file=sys.stderr)
+        return 1
+    _print_card(args.name, version, contracts[version])
     return 0
 
 
-def _contract(mlflow_client, name: str, version, uri: str) -> dict | Exception | None:
-    """The version's contract, None when it has none, the error when its MLmodel cannot be read."""
-    from training.model_card import ContractUnreadable, version_contract
-
-    try:
-        return version_contract(mlflow_client, name, version, uri)
-    except ContractUnreadable as error:
-        return error
-
-
 def _contract_columns(contract: dict | Exception | None) -> tuple[str, str]:
+    """(model, input) columns: from the contract, or why there is none."""
     if contract is None:
         return "no contract", "-"
     if isinstance(contract, Exception):
@@ -183,34 +176,26 @@ def _contract_columns(contract: dict | Exception | None) -> tuple[str, str]:
             f"{contract['input']['kind']} {shape}, {len(contract['classes'])} classes")
 
 
-def _print_card(name: str, version: str, contracts: dict) -> int:
+def _print_card(name: str, version: str, contract: dict | Exception | None) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
     from training.model_card import card_markdown, missing_contract_message
 
-    if version not in contracts:
-        print(f"registered model {name!r} has no version {version} (versions: {', '.join(contracts)})",
-              file=sys.stderr)
-        return 1
-    contract = contracts[version]
     print(f"\nversion {version}:")
     if contract is None or isinstance(contract, Exception):
         print(contract or missing_contract_message(f"models:/{name}/{version}"))
-        return 0
+        return
     Console(width=None if Console().is_terminal else 120).print(Markdown(card_markdown(contract, name)))
-    return 0
 
 
 def registry_promote(args) -> int:
-    from mlflow.exceptions import MlflowException
-
-    from training.tracking import promote
+    from training.tracking import NotFound, promote
 
     try:
         promote(_uri(args), args.name, args.version, args.alias)
-    except MlflowException as error:
-        print(f"cannot promote {args.name} version {args.version}: {error.message}", file=sys.stderr)
+    except (NotFound, ValueError) as error:
+        print(f"cannot promote {args.name} version {args.version}: {error}", file=sys.stderr)
         return 1
     print(f"{args.name}: alias {args.alias!r} -> version {args.version}")
     return 0

@@ -9,14 +9,14 @@ own test split (the default: its training data config and seed) top-1 equals the
 Logged: `eval/acc`, `eval/acc_top5` (5+ classes), `eval/acc_class/<class>`, for video also
 `eval/clip_acc` (each clip on its own; `eval/acc` is video-level), `eval/loss`, `eval/samples`; a
 confusion-matrix figure and every prediction as CSV. The run names the model (tags, and the logged
-model as the run's input, MLflow 3's link); the model version gets an `attnlab.evaluation` tag.
+model as the run's input, MLflow 3's link); the model version gets an `attnlab.evaluation` tag. The
+MLflow calls are training.tracking's.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -170,62 +170,42 @@ def log_evaluation(cfg: EvaluationConfig, uri: str, classifier, metrics: dict[st
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from mlflow.entities import LoggedModelInput, Metric, Param
     from torchmetrics.classification import MulticlassConfusionMatrix
 
-    client = tracking.client(uri)
-    version = _model_version(client, cfg.model)
-    model_id = _model_id(version)
+    found = REGISTRY_URI.match(cfg.model)
+    version = tracking.resolve_version(uri, found["name"], found["version"], found["alias"]) if found else None
+    model_id = tracking.model_id_of(version) if version is not None else None
     contract = classifier.contract
     tags = {tracking.RUN_NAME_TAG: cfg.run_name, MODEL_TAG: cfg.model,
             f"{MODEL_TAG}.run_id": contract["training"]["run_id"] or ""}
     if version is not None:
         tags.update({f"{MODEL_TAG}.name": version.name, f"{MODEL_TAG}.version": str(version.version)})
-    run = client.create_run(tracking.experiment_id(uri, cfg.tracking.experiment), run_name=cfg.run_name, tags=tags)
-    run_id, now = run.info.run_id, int(time.time() * 1000)
-    data = cfg.data.model_dump(mode="json") if cfg.data is not None else {"of": "the model's training data, test split"}
-    params = {"model": cfg.model, "data.kind": data.get("kind", contract["input"]["kind"]),
-              "data.root": str(data.get("root")), "data.dataset": str(data.get("dataset")), "seed": str(cfg.seed)}
-    client.log_batch(run_id, metrics=[Metric(key, value, now, 0, model_id=model_id) for key, value in metrics.items()],
-                     params=[Param(key, value) for key, value in params.items()])
+    run_id = tracking.create_run(uri, cfg.tracking.experiment, cfg.run_name, tags)
+    data = cfg.data.model_dump(mode="json") if cfg.data is not None else {}
+    tracking.log_params(uri, run_id, {"model": cfg.model, "data.kind": data.get("kind", contract["input"]["kind"]),
+                                      "data.root": str(data.get("root", "the model's training data")),
+                                      "data.dataset": str(data.get("dataset")), "seed": str(cfg.seed)})
+    tracking.log_metrics(uri, run_id, metrics, model_id=model_id)
     if model_id:
-        client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
-    client.log_text(run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "evaluation/config.yaml")
-
+        tracking.link_model_input(uri, run_id, model_id)
+    tracking.log_text(uri, run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+                      "evaluation/config.yaml")
     matrix = MulticlassConfusionMatrix(len(classifier.classes))
     matrix.update(probabilities, labels)
     figure, axis = matrix.plot(labels=classifier.classes)
     axis.set_title(f"{cfg.model}: acc {metrics['eval/acc']:.4f} on {int(metrics['eval/samples'])} samples")
-    figure.set_size_inches(max(5, 0.5 * len(classifier.classes) + 3), max(4, 0.5 * len(classifier.classes) + 2))
-    client.log_figure(run_id, figure, "evaluation/confusion_matrix.png")
-    plt.close(figure)
-    client.log_text(run_id, _predictions_csv(names, probabilities, labels, classifier.classes),
-                    "evaluation/predictions.csv")
+    side = 0.5 * len(classifier.classes)
+    figure.set_size_inches(max(5, side + 3), max(4, side + 2))
+    tracking.log_figures(uri, run_id, {"confusion_matrix.png": figure}, "evaluation")
+    tracking.log_text(uri, run_id, _predictions_csv(names, probabilities, labels, classifier.classes),
+                      "evaluation/predictions.csv")
     if version is not None:
-        client.set_model_version_tag(version.name, str(version.version), EVALUATION_TAG,
-                                     f"run {run_id}: acc {metrics['eval/acc']:.4f} on {int(metrics['eval/samples'])}")
-    client.set_terminated(run_id, "FINISHED")
+        tracking.set_version_tag(uri, version.name, str(version.version), EVALUATION_TAG,
+                                 f"run {run_id}: acc {metrics['eval/acc']:.4f} on {int(metrics['eval/samples'])}")
+    tracking.end_run(uri, run_id, "FINISHED")
     return EvaluationResult(run_id=run_id, metrics=metrics, samples=int(metrics["eval/samples"]), tracking_uri=uri,
                             model_version=str(version.version) if version is not None else None,
                             artifacts=["evaluation/confusion_matrix.png", "evaluation/predictions.csv"])
-
-
-def _model_version(client, model_uri: str):
-    found = REGISTRY_URI.match(model_uri)
-    if not found:
-        return None
-    if found["version"]:
-        return client.get_model_version(found["name"], found["version"])
-    return client.get_model_version_by_alias(found["name"], found["alias"])
-
-
-def _model_id(version) -> str | None:
-    """The logged model (MLflow 3) behind a registered version: its model_id, else its models:/m-... source."""
-    if version is None:
-        return None
-    source = version.source or ""
-    return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
 
 
 def _predictions_csv(names: list[str], probabilities, labels, classes: list[str]) -> str:

@@ -11,8 +11,9 @@ as `contract.json` and as a readable `model_card.md` next to the network:
     training       run name, run id, experiment, the full resolved training config
     metrics        the run's test metrics
 
-Reading a contract fetches the MLmodel file only (no weights, no torch), so the registry CLI and
-the service's API process can show it.
+Logging and reading contracts are MLflow calls, in training.tracking (`log_classifier`,
+`version_contract`, `model_info`); reading fetches the MLmodel file only (no weights, no torch), so
+the registry CLI and the service's API process can show it. This module holds the contract itself.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 CONTRACT_KEY = "attnlab"
 CONTRACT_VERSION = 1
+DEFAULT_TOP_K = 5  # classes per input the classifier answers unless asked (params.top_k)
 FAMILY_PAPERS = {
     "nonlocal": "Wang et al., Non-local Neural Networks, CVPR 2018 (arXiv:1711.07971)",
     "se": "Hu et al., Squeeze-and-Excitation Networks, CVPR 2018 (arXiv:1709.01507)",
@@ -138,54 +140,6 @@ model.predict({{"{'content' if p['kind'] == 'image' else 'path'}": [...]}}, para
 def contract_of_metadata(metadata: dict | None) -> dict[str, Any] | None:
     """The contract inside MLflow model metadata, or None."""
     return (metadata or {}).get(CONTRACT_KEY)
-
-
-def read_contract(model_uri: str, tracking_uri: str) -> dict[str, Any] | None:
-    """The contract of any model URI (models:/NAME@ALIAS, models:/NAME/V, runs:/ID/classifier, a
-    folder); fetches the MLmodel file only. None when the model has none."""
-    import mlflow
-
-    from training.tracking import isolated_tracking_state
-
-    with isolated_tracking_state():
-        mlflow.set_tracking_uri(tracking_uri)
-        return contract_of_metadata(mlflow.models.get_model_info(model_uri).metadata)
-
-
-def version_contract(client, name: str, version: str, tracking_uri: str) -> dict[str, Any] | None:
-    """The contract of a registered model version, read through `client` (no fluent state)."""
-    import yaml
-
-    text = version_file(client, name, version, tracking_uri, "MLmodel")
-    try:
-        metadata = (yaml.safe_load(text) or {}).get("metadata")
-    except yaml.YAMLError as error:
-        raise ContractUnreadable(f"model {name!r} version {version}: its MLmodel file is not YAML ({error})") from None
-    return contract_of_metadata(metadata)
-
-
-def version_card(client, name: str, version: str, tracking_uri: str) -> str | None:
-    """The stored model card of a registered version (Markdown), None for a model without one."""
-    try:
-        return version_file(client, name, version, tracking_uri, "artifacts/model_card.md")
-    except ContractUnreadable:
-        if version_contract(client, name, version, tracking_uri) is None:
-            return None
-        raise
-
-
-def version_file(client, name: str, version: str, tracking_uri: str, relative: str) -> str:
-    """Text of one file of a registered version's model folder; ContractUnreadable when it cannot be read."""
-    from mlflow.artifacts import download_artifacts
-
-    location = client.get_model_version_download_uri(name, str(version))
-    try:
-        path = download_artifacts(artifact_uri=f"{location.rstrip('/')}/{relative}", tracking_uri=tracking_uri)
-        with open(path) as handle:
-            return handle.read()
-    except Exception as error:  # any artifact store's failure: files gone, server unreachable
-        raise ContractUnreadable(f"model {name!r} version {version}: cannot read {relative} at {location} "
-                                 f"({type(error).__name__}: {str(error)[:200]})") from error
 
 
 def missing_contract_message(model_uri: str, input_shape: str | None = None) -> str:

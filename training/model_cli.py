@@ -90,16 +90,13 @@ def _stderr():
 
 def _load(load_classifier, model_uri: str, uri: str, err):
     """The classifier, or None after printing why it cannot be used."""
-    from mlflow.exceptions import MlflowException
-
     from training.model_card import ContractMissing
+    from training.tracking import NotFound
 
     try:
         return load_classifier(model_uri, uri)
-    except ContractMissing as error:
+    except (ContractMissing, NotFound) as error:
         err.print(f"error: {error}", highlight=False)
-    except (MlflowException, OSError) as error:
-        err.print(f"error: cannot load {model_uri}: {getattr(error, 'message', error)}", highlight=False)
     return None
 
 
@@ -137,15 +134,15 @@ def run_evaluate(args) -> int:
     except (ConfigError, ValueError, OSError) as error:
         err.print(f"error: {error}", highlight=False)
         return 2
-    from mlflow.exceptions import MlflowException
+    from training.tracking import NotFound
 
     try:
         result = evaluate(cfg)
     except (ContractMissing, ContractError, ValueError) as error:
         err.print(f"error: {error}", highlight=False)
         return 2
-    except MlflowException as error:
-        err.print(f"error: {cfg.model}: {error.message}", highlight=False)
+    except NotFound as error:
+        err.print(f"error: {error}", highlight=False)
         return 1
     _print_evaluation(cfg, result)
     return 0
@@ -190,10 +187,11 @@ def _data_section(data: str, raw: dict, yaml) -> dict:
         raise ValueError(f"--data {data}: no such file or folder")
     if any(child.is_dir() and not child.name.startswith(".") for child in path.iterdir()):
         return {"data": {"kind": "folder", "root": str(path)}}
-    from training.model_card import read_contract
-    from training.tracking import tracking_uri
+    from training.model_card import contract_of_metadata
+    from training.tracking import model_info, tracking_uri
 
-    contract = read_contract(raw["model"], tracking_uri((raw.get("tracking") or {}).get("uri")))
+    contract = contract_of_metadata(model_info(tracking_uri((raw.get("tracking") or {}).get("uri")),
+                                               raw["model"]).metadata)
     if contract is None:
         raise ValueError(f"--data {data}: a folder of dataset files needs the model's data config, and "
                          f"{raw['model']} has no attnlab contract")

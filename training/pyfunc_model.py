@@ -15,7 +15,8 @@ probabilities (top k, best first).
 Preprocessing is the training's test pipeline itself (datamodules.raw_inputs), and video scores
 average the clips' softmax as the test step does (modules.probabilities), so a file gets the same
 probabilities here as from the trained LightningModule. The network is the plain tensor model
-(mlflow.pytorch, the run's `model`), kept as this model's `network` artifact.
+(mlflow.pytorch, the run's `model`), kept as this model's `network` artifact. This file defines the
+model with MLflow's pyfunc API; logging and loading it are MLflow calls in training.tracking.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 
 import mlflow.pyfunc
 
-DEFAULT_TOP_K = 5
+from training.model_card import DEFAULT_TOP_K
+
 COLUMNS = ("content", "path")
 
 
@@ -175,15 +177,12 @@ def _given(value: Any) -> bool:
 
 def load_classifier(model_uri: str, tracking_uri: str) -> RawInputClassifier:
     """The raw-input classifier of a model URI; `ContractMissing` (saying what is missing) for a model
-    logged without a contract, which still loads but only takes preprocessed tensors."""
-    import mlflow
-
+    logged without a contract, which still loads but only takes preprocessed tensors; `NotFound` for
+    no such model."""
+    from training import tracking
     from training.model_card import ContractMissing, contract_of_metadata, missing_contract_message
-    from training.tracking import isolated_tracking_state
 
-    with isolated_tracking_state():
-        mlflow.set_tracking_uri(tracking_uri)
-        model = mlflow.pyfunc.load_model(model_uri)
+    model = tracking.load_pyfunc(tracking_uri, model_uri)
     if contract_of_metadata(model.metadata.metadata) is None:
         schema = model.metadata.get_input_schema()
         shape = None
@@ -196,12 +195,8 @@ def load_classifier(model_uri: str, tracking_uri: str) -> RawInputClassifier:
 def load_network(model_uri: str, tracking_uri: str):
     """The bare network behind a model URI: a registered classifier's `network`, or a plain
     mlflow.pytorch model (`runs:/<run>/model`, versions registered before classifiers existed)."""
-    import mlflow
+    from training import tracking
 
-    from training.tracking import isolated_tracking_state
-
-    with isolated_tracking_state():
-        mlflow.set_tracking_uri(tracking_uri)
-        if "pytorch" in mlflow.models.get_model_info(model_uri).flavors:
-            return mlflow.pytorch.load_model(model_uri)
+    if "pytorch" in tracking.model_info(tracking_uri, model_uri).flavors:
+        return tracking.load_pytorch(tracking_uri, model_uri)
     return load_classifier(model_uri, tracking_uri).network

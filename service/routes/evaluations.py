@@ -1,8 +1,8 @@
 """Evaluations of registered models: submitted like training jobs, run by `attnlab evaluate`.
 
 The API process checks the request against the registry (the version exists and carries an attnlab
-contract, read from its MLmodel file) with MlflowClient only; loading the model and scoring the
-data happen in the job's own process, like every job.
+contract, read from its MLmodel file through training.tracking, no torch); loading the model and
+scoring the data happen in the job's own process, like every job.
 """
 
 from __future__ import annotations
@@ -41,24 +41,19 @@ async def submit_evaluation(request: EvaluationRequest, response: Response, serv
     return await submit_job(JobKind.EVALUATE, config.run_name, config, request.idempotency_key, response, services)
 
 
-def check_model(tracking: TrackingReader, model_uri: str) -> None:
+def check_model(reader: TrackingReader, model_uri: str) -> None:
     """ConfigRejected unless `model_uri` names a registered version that carries an attnlab contract."""
-    from mlflow.exceptions import MlflowException
-
-    from training.model_card import ContractUnreadable, missing_contract_message, version_contract
+    from training import tracking
+    from training.model_card import ContractUnreadable, missing_contract_message
 
     found = REGISTRY_URI.match(model_uri)
     if found is None:
         raise ConfigRejected(("model",), f"the service evaluates registered models only: models:/NAME/VERSION or "
                                          f"models:/NAME@ALIAS (got {model_uri!r})")
-    name = found["name"]
     try:
-        version = (tracking.client.get_model_version(name, found["version"]) if found["version"]
-                   else tracking.client.get_model_version_by_alias(name, found["alias"]))
-        contract = version_contract(tracking.client, name, version.version, tracking.uri)
-    except MlflowException as error:
-        raise ConfigRejected(("model",), f"{model_uri}: {error.message}") from None
-    except ContractUnreadable as error:
+        version = tracking.resolve_version(reader.uri, found["name"], found["version"], found["alias"])
+        contract = tracking.version_contract(reader.uri, found["name"], str(version.version))
+    except (tracking.NotFound, ContractUnreadable) as error:
         raise ConfigRejected(("model",), str(error)) from None
     if contract is None:
         raise ConfigRejected(("model",), missing_contract_message(model_uri))

@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse
 from service.deps import TrackingDep
 from service.routes.registry import NOT_FOUND, ModelName
 from service.tracking import NotFound
+from training.model_card import ContractUnreadable
 
 router = APIRouter(prefix="/models", tags=["registry"])
 
@@ -21,7 +22,10 @@ Version = Annotated[str, Path(pattern=r"^[0-9]{1,9}$", description="model versio
             responses={**NOT_FOUND, 200: {"content": {"text/markdown": {}}}},
             summary="The version's model card (Markdown): input, preprocessing, classes, training, metrics")
 async def model_card(name: ModelName, version: Version, tracking: TrackingDep) -> PlainTextResponse:
-    card = await asyncio.to_thread(tracking.model_card, name, version)
+    try:
+        card = await asyncio.to_thread(tracking.model_card, name, version)
+    except ContractUnreadable as error:  # the version exists, its files cannot be read
+        raise NotFound(str(error)) from None
     if card is None:
         raise NotFound(f"model {name!r} version {version} has no model card (it was logged before attnlab "
                        "models carried one)")

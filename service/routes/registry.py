@@ -22,15 +22,13 @@ NOT_FOUND = {404: {"description": "no such model or version"}}
 async def list_models(tracking: TrackingDep,
                       prefix: Annotated[str | None, Query(max_length=256, description="name prefix")] = None,
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[ModelOut]:
-    models = await asyncio.to_thread(tracking.models, prefix, limit)
-    return [ModelOut(**model.__dict__) for model in models]
+    return await asyncio.to_thread(tracking.models, prefix, limit)
 
 
 @router.get("/{name}", response_model=ModelDetail, responses=NOT_FOUND,
             summary="A model's versions, newest first, with their runs' metrics and aliases")
 async def show_model(name: ModelName, tracking: TrackingDep) -> ModelDetail:
-    model = await asyncio.to_thread(tracking.model, name)
-    return ModelDetail(**{**model.__dict__, "versions": [version.__dict__ for version in model.versions]})
+    return await asyncio.to_thread(tracking.model, name)
 
 
 @router.put("/{name}/aliases/{alias}", response_model=ModelDetail, dependencies=[Authorized],
@@ -41,7 +39,6 @@ async def set_alias(name: ModelName, alias: AliasName, request: AliasRequest, tr
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             f"alias: {alias!r} is reserved by MLflow; choose another name")
     try:
-        model = await asyncio.to_thread(tracking.set_alias, name, alias, request.version)
+        return await asyncio.to_thread(tracking.set_alias, name, alias, request.version)
     except ValueError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from error
-    return ModelDetail(**{**model.__dict__, "versions": [version.__dict__ for version in model.versions]})

@@ -49,6 +49,21 @@ def test_cpu_float32_products_run_on_onednn():
     torch.testing.assert_close(chunked_attention._matmul_transposed(a, b), a @ b.T)
 
 
+def test_without_the_private_onednn_op_the_kernel_falls_back_to_matmul(monkeypatch):
+    """`torch.ops.mkldnn._linear_pointwise` is private: were a torch upgrade to drop it, the kernel
+    must still give SDPA's values through a plain product (the test above then flags the lost speed)."""
+    monkeypatch.setattr(chunked_attention, "_ONEDNN", False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", None, raising=False)  # any call would fail
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 37, 16, requires_grad=True) for _ in range(3))
+    ours = chunked_softmax_attention(query, key, value, 0.25, 8)
+    expected = sdpa_reference(query, key, value, 0.25)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+    for ours_grad, expected_grad in zip(torch.autograd.grad(ours.sum(), (query, key, value)),
+                                        torch.autograd.grad(expected.sum(), (query, key, value))):
+        torch.testing.assert_close(ours_grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize(("kernel", "dtype", "fused_op"), [
     ("auto", torch.float32, False), ("auto", torch.float64, True), ("sdpa", torch.float32, True),
     ("chunked", torch.float64, False),

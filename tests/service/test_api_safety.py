@@ -10,6 +10,8 @@ import pytest
 
 from tests.service.conftest import tiny_train_config
 
+pytestmark = pytest.mark.slow  # a real `attnlab serve` subprocess
+
 
 @pytest.fixture
 def service(queue_service):

@@ -20,7 +20,6 @@ def _register(home: Path, data_root: Path, name: str) -> str:
     from training.config import validate_config
     from training.fit import build_parts
     from training.model_card import build_contract
-    from training.model_logging import log_classifier
 
     config = tiny_train_config("registered", data=str(data_root / "tiny-fmnist"))
     cfg = validate_config(config)
@@ -30,7 +29,7 @@ def _register(home: Path, data_root: Path, name: str) -> str:
     uri = f"sqlite:///{home / 'mlflow.db'}"
     run = tracking.client(uri).create_run(tracking.experiment_id(uri, "registered"))
     contract = build_contract(cfg, datamodule, {"test/acc": 0.25}, run.info.run_id)
-    return log_classifier(uri, run.info.run_id, module.net, example, contract, name, alias="candidate")
+    return tracking.log_classifier(uri, run.info.run_id, module.net, example, contract, name, alias="candidate")
 
 
 def _register_without_contract(home: Path, name: str) -> str:

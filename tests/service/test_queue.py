@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.runners.base import JobRunner, RunnerJob, RunnerState
-from service.runners.local import LocalProcessRunner
+from service.runners.local import LocalProcessRunner, process_start_time
 from service.settings import Settings
 from service.store import IdempotencyConflict, JobKind, JobState, JobStore
 from service.supervisor import Supervisor
@@ -114,10 +114,22 @@ def test_local_runner_readopts_a_live_attempt_and_sees_a_killed_one_as_lost(fake
 
 
 def test_local_runner_cancel_ends_the_process_group(fake_python, tmp_path):
-    runner = LocalProcessRunner(fake_python("sleep 30 & wait"))
+    grandchild_pid = tmp_path / "grandchild.pid"
+    # The attempt's process starts a grandchild (as Lightning's DDP ranks or data workers would) and waits.
+    runner = LocalProcessRunner(fake_python(f'sleep 30 & echo $! > {grandchild_pid}; wait'))
     handle = runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log")
+    deadline = time.monotonic() + 20
+    while not grandchild_pid.exists() or not grandchild_pid.read_text().strip():
+        assert time.monotonic() < deadline, "the fake job never started its grandchild"
+        time.sleep(0.05)
+    grandchild = int(grandchild_pid.read_text())
+    assert process_start_time(grandchild) is not None
     runner.cancel(handle)
     _wait_state(runner, handle, RunnerState.LOST)
+    deadline = time.monotonic() + 20
+    while process_start_time(grandchild) is not None:  # a zombie counts as gone
+        assert time.monotonic() < deadline, f"grandchild {grandchild} outlived the cancel (signalled the leader only?)"
+        time.sleep(0.05)
 
 
 class ScriptedRunner(JobRunner):
