@@ -141,7 +141,8 @@ def main() -> int:
             latencies, ids, failures = asyncio.run(run_clients(port, args.requests, args.clients))
             elapsed = time.perf_counter() - started
             server_cpu = process_cpu_seconds(process.pid) - cpu_before
-            stored = httpx.get(f"{url}/jobs", params={"name": "bench-", "limit": 1}, timeout=60).json()["total"]
+            stored = httpx.get(f"{url}/jobs", params={"name": "bench-", "limit": 1}, timeout=60,
+                               headers={"Authorization": f"Bearer {TOKEN}"}).json()["total"]
         finally:
             process.terminate()
             process.wait(timeout=30)

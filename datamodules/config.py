@@ -7,9 +7,9 @@ errors (extra="forbid"), so a typo fails at load time, not after an hour of trai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from datamodules.formats import FORMAT_NAMES
 
@@ -97,6 +97,9 @@ class ImageDataConfig(LoaderConfig):
 class VideoDataConfig(LoaderConfig):
     """Video clips decoded with decord (PyAV fallback); datamodules/formats/ lists the dataset layouts."""
 
+    # Required in a config (a `data:` section without `kind` is images); the default serves Python callers.
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.setdefault("required", []).insert(0, "kind"))
+
     kind: Literal["video"] = "video"
     dataset: Literal[FORMAT_NAMES] = Field("auto", description="Layout of the files: folder, manifest, ucf101, "
                                            "hmdb51, kinetics, ssv2, or auto = detected from the annotation files "
@@ -175,8 +178,17 @@ class VideoDataConfig(LoaderConfig):
         return (self.clip_len - 1) * self.frame_interval + 1
 
 
-DataConfig = Annotated[ImageDataConfig | VideoDataConfig, Field(discriminator="kind")]
+def kind(data: Any) -> Any:
+    """The data kind of a raw or built section; a mapping without `kind` is images, as documented."""
+    if isinstance(data, dict):
+        return data.get("kind", "image")
+    return getattr(data, "kind", "image")
 
-# kind -> its config class, read off the union: where errors and schemas need the data kinds by name.
-DATA_KINDS: dict[str, type[LoaderConfig]] = {config.model_fields["kind"].default: config
-                                             for config in get_args(get_args(DataConfig)[0])}
+
+# A callable discriminator rather than Field(discriminator="kind"): a tag field must be present, and
+# `kind` is optional (default image), so the schema says so and a config without it is not refused.
+DataConfig = Annotated[Annotated[ImageDataConfig, Tag("image")] | Annotated[VideoDataConfig, Tag("video")],
+                       Discriminator(kind)]
+
+# kind -> its config class: where errors and schemas need the data kinds by name.
+DATA_KINDS: dict[str, type[LoaderConfig]] = {"image": ImageDataConfig, "video": VideoDataConfig}

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "training.model_cli",
     "tuning.cli",
     "service.commands",
+    "service.user_commands",
 ]
 
 

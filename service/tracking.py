@@ -29,6 +29,7 @@ class RunView:
     metrics: dict[str, float | None]
     start_time: int | None
     end_time: int | None
+    step: int | None = None  # the latest step any metric was logged at
     registered_model: str | None = None
     model_version: str | None = None
 
@@ -49,6 +50,16 @@ class TrackingReader:
 
     def run(self, run_id: str) -> RunView:
         return RunView(**tracking.run_summary(self.uri, run_id))
+
+    def child_runs(self, run_id: str, status: str | None = None) -> list:
+        """The runs nested under `run_id` (a search's trials), oldest first; only `status` ones if given."""
+        return tracking.runs_under(self.uri, run_id, status)
+
+    def mark_killed(self, run_id: str) -> None:
+        """A cancelled job's run, and its child runs still RUNNING (a search's trials), end KILLED."""
+        tracking.end_run(self.uri, run_id, "KILLED")
+        for child in self.child_runs(run_id, status="RUNNING"):
+            tracking.end_run(self.uri, child.info.run_id, "KILLED")
 
     def models(self, name_prefix: str | None = None, limit: int = 100) -> list[ModelOut]:
         return [ModelOut.model_validate(model) for model in tracking.registered_models(self.uri, name_prefix, limit)]

@@ -75,10 +75,17 @@ def _train(path: Path, overrides: list[str], demo: bool = False) -> int:
               file=sys.stderr)
         return 2
 
+    from training.checkpoints import CheckpointError, CheckpointWriteError
     from training.fit import fit
+    from training.mlflow_logger import TrackingUnavailableError
+    from training.run_lock import RunLockedError
 
     started = time.monotonic()
-    result = fit(cfg)
+    try:
+        result = fit(cfg)
+    except (CheckpointWriteError, CheckpointError, RunLockedError, TrackingUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if result.run_id is None:  # a DDP rank other than 0: rank 0 prints the summary
         return 0
     _print_summary(result, time.monotonic() - started, demo)
@@ -91,7 +98,7 @@ def _fashion_mnist_present(root: str | None) -> bool:
 
 
 def _print_summary(result, seconds: float, demo: bool) -> None:
-    from training.tracking import ui_command
+    from training.tracking import browse_hint
 
     if result.already_complete:
         print(f"\nrun {result.name!r} is already complete (nothing trained); its stored result:")
@@ -107,7 +114,7 @@ def _print_summary(result, seconds: float, demo: bool) -> None:
         print(f"registered:  version {result.model_version}")
     if demo and "test/acc" in result.metrics:
         print(f"\ntest accuracy on Fashion-MNIST: {result.metrics['test/acc']:.2%}")
-    print(f"browse:      {ui_command(result.tracking_uri)}")
+    print(f"browse:      {browse_hint(result.tracking_uri, result.run_id)}")
 
 
 def _print_table(headers: list[str], rows: list[tuple]) -> None:

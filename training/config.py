@@ -116,6 +116,9 @@ class ClusterConfig(_Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1, gt=0)
     storage_path: str | None = None  # Ray Train checkpoints; None = $ATTNLAB_HOME/ray_results
+    # Worker failures (a killed process, a lost node) Ray Train recovers from by restarting the workers
+    # from the last reported checkpoint, in the same MLflow run; one more fails the run.
+    max_failures: int = Field(default=3, ge=0)
 
 
 class TrainConfig(_Section):
@@ -196,7 +199,8 @@ def read_raw_config(path: str | Path, overrides: list[str] | None = None) -> dic
     """The YAML mapping in `path` with `a.b=value` overrides applied (values YAML-parsed), not yet validated."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        with open(path) as handle:  # a stream with a name: YAML errors say `in "<path>", line N`
+            raw = yaml.safe_load(handle) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as error:
@@ -259,7 +263,7 @@ def format_errors(error: ValidationError, source: str | None = None) -> str:
     for item in error.errors():
         path = _display_path(item["loc"])
         if item["type"] == "union_tag_invalid":  # the location stops at the union: add the tag field
-            path += "." + str(item.get("ctx", {}).get("discriminator", "kind")).strip("'")
+            path += "." + str(item.get("ctx", {}).get("discriminator", "kind")).strip("'").removesuffix("()")
         lines.append(f"{path}: {_describe(item)}" if path else _describe(item))
     header = f"invalid config{f' {source}' if source else ''}:"
     return "\n".join([header] + [f"  {line}" for line in lines])

@@ -7,10 +7,11 @@ One run, in this process (Lightning launches DDP ranks itself: `trainer.devices`
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
-from training import tracking
-from training.local import FitResult, build_parts, completed_result, result_from_run, run_training
+from training import run_lock, tracking
+from training.local import FitResult, ProcessRole, build_parts, completed_result, result_from_run, run_training
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -29,7 +30,9 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None, run_callbacks: list 
     if run_callbacks and cfg.cluster.kind != "ray":
         raise ValueError(f"run_callbacks are Ray Train callbacks: they need cluster.kind 'ray', "
                          f"this run has {cfg.cluster.kind!r}")
-    with tracking.isolated_tracking_state():
+    # One writer per run name (training/run_lock.py); DDP ranks > 0 re-run this program while rank 0 holds it.
+    lock = run_lock.hold(tracking.run_dir(cfg.name), cfg.name) if ProcessRole().is_rank_zero() else nullcontext()
+    with tracking.isolated_tracking_state(), lock:
         if cfg.cluster.kind == "ray":
             from training.ray_train import fit_on_ray
 

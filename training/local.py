@@ -9,10 +9,11 @@ the Ray Train path (training/ray_train.py) runs it in each worker with a `Proces
 this module never imports the Ray path.
 
 Resume: a run is known by its name. Checkpoints live in `$ATTNLAB_HOME/runs/<name>/checkpoints`;
-`last.ckpt` is rewritten (atomically: Lightning saves through an fsspec transaction, i.e. a temp file
-renamed into place) every `trainer.checkpoint_every_n_steps` optimizer steps and at every epoch end.
-Running the same name again continues from `last.ckpt` into the same MLflow run (found by the tag
-`attnlab.run_name`). After a `kill -9` in the middle of an epoch, training resumes mid-epoch at the
+`last.ckpt` is rewritten every `trainer.checkpoint_every_n_steps` optimizer steps and at every epoch
+end, atomically and with a checksum (training/checkpoints.py; the one before is kept as
+`last.ckpt.prev`). Running the same name again continues from the newest valid checkpoint (a damaged
+one is named in a warning and skipped) into the same MLflow run (found by the tag `attnlab.run_name`);
+`training.fit.fit` lets one process train a name at a time (training/run_lock.py). After a `kill -9` in the middle of an epoch, training resumes mid-epoch at the
 last saved step: the global step, epoch and the optimizer/scheduler state continue where they were;
 the epoch's remaining batches are then drawn from a fresh pass over the data loader (Lightning cannot
 restore a plain DataLoader's position), so at most `checkpoint_every_n_steps` steps are redone and
@@ -67,6 +68,12 @@ class ProcessRole:
     def is_rank_zero(self) -> bool:
         # Lightning's DDP launcher re-runs this program for ranks > 0 with these variables set.
         return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+    def resume_from(self, checkpoint_dir: Path) -> str | None:
+        """The local checkpoint to continue from: the newest valid one (training/checkpoints.py)."""
+        from training.checkpoints import resume_point
+
+        return resume_point(checkpoint_dir)
 
     def trainer_setup(self, arguments: dict[str, Any], callbacks: list,
                       resume: str | None) -> tuple[dict[str, Any], list, str | None]:
@@ -137,10 +144,14 @@ def run_training(cfg: TrainConfig, *, callbacks: list | None = None, role: Proce
     `callbacks`: extra Lightning callbacks, added after the checkpoint callbacks."""
     import lightning.pytorch as pl
 
+    from training.checkpoints import VerifiedCheckpointIO
+    from training.mlflow_logger import MetricsBeforeCheckpoint
+
     role = role or ProcessRole()
     uri = tracking.tracking_uri(cfg.tracking.uri)
     run = None
     if role.is_rank_zero():
+        tracking.experiment_id(uri, cfg.tracking.experiment)  # created by us, not the logger: tagged for the UI
         done = completed_result(cfg)
         if done is not None:
             return done
@@ -153,9 +164,11 @@ def run_training(cfg: TrainConfig, *, callbacks: list | None = None, role: Proce
     monitor = "val/acc" if _has_validation(datamodule) else None
     checkpoints = checkpoint_callbacks(cfg, checkpoint_dir, monitor)
     callbacks = checkpoints + list(callbacks or [])
-    resume = str(last) if last.exists() else None
-    arguments, callbacks, resume = role.trainer_setup(trainer_arguments(cfg), callbacks, resume)
+    arguments, callbacks, resume = role.trainer_setup(trainer_arguments(cfg), callbacks,
+                                                      role.resume_from(checkpoint_dir))
+    arguments["plugins"] = [*arguments.get("plugins", []), VerifiedCheckpointIO()]
     logger = tracking.make_logger(uri, cfg.tracking.experiment, cfg.name, run.info.run_id if run else None)
+    callbacks.append(MetricsBeforeCheckpoint(logger))
     trainer = role.prepare(pl.Trainer(**arguments, callbacks=callbacks, logger=logger,
                                       default_root_dir=str(tracking.run_dir(cfg.name))))
 

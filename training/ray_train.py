@@ -13,7 +13,9 @@ checkpoint manager from `<storage>/<name>/checkpoint_manager_snapshot.json`; wor
 `ray.train.get_checkpoint()` (epoch granularity, the same file on every worker, so ranks never disagree
 about where they are). A checkpoint counts once the controller has registered it in that snapshot: a
 driver killed between a worker's upload and the registration resumes from the checkpoint before
-(tests/training/test_ray_resume.py kills the driver and its local cluster mid-run).
+(tests/training/test_ray_resume.py kills the driver and its local cluster mid-run). A worker that dies
+while the driver lives is Ray Train's to recover: up to `cluster.max_failures` times it restarts the
+worker group from the last registered checkpoint (tests/faults/test_ray_worker_killed.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def fit_on_ray(cfg: TrainConfig, *, callbacks: list | None = None, run_callbacks
     """`callbacks`: Lightning callbacks for every worker; `run_callbacks`: Ray Train callbacks of the
     run (a Tune trial forwards the workers' reports with one)."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     done = completed_result(cfg)
@@ -56,7 +58,8 @@ def fit_on_ray(cfg: TrainConfig, *, callbacks: list | None = None, run_callbacks
                            "attnlab_home": str(tracking.attnlab_home())},
         scaling_config=ScalingConfig(num_workers=cfg.cluster.num_workers, use_gpu=cfg.cluster.use_gpu,
                                      resources_per_worker=resources),
-        run_config=RunConfig(name=cfg.name, storage_path=storage, callbacks=run_callbacks),
+        run_config=RunConfig(name=cfg.name, storage_path=storage, callbacks=run_callbacks,
+                             failure_config=FailureConfig(max_failures=cfg.cluster.max_failures)),
     )
     trainer.fit()  # raises ray.train.TrainingFailedError when a worker fails
     run = tracking.find_run(uri, cfg.tracking.experiment, cfg.name)
@@ -81,6 +84,9 @@ class RayWorker(ProcessRole):
         import ray.train
 
         return ray.train.get_context().get_world_rank() == 0
+
+    def resume_from(self, checkpoint_dir: Path) -> str | None:
+        return None  # workers resume from the checkpoint Ray registered (trainer_setup)
 
     def trainer_setup(self, arguments: dict[str, Any], callbacks: list,
                       resume: str | None) -> tuple[dict[str, Any], list, str | None]:

@@ -26,6 +26,13 @@ RUN_NAME_TAG = "attnlab.run_name"
 COMPLETE_TAG = "attnlab.complete"  # "true" once fit, test, figures and model logging are done
 CHECKPOINT_TAG = "attnlab.checkpoint"
 VERSION_TAG = "attnlab.model_version"
+# MLflow 3's UI opens an experiment without this tag on its GenAI "Traces" page; with it, on the runs.
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_URL_ENV = "ATTNLAB_MLFLOW_UI_URL"  # the MLflow UI on this store, if one is running (see browse_hint)
+# On a search's parent run: what the search registered ("<version>@<alias>" of its best trial's model,
+# and the model's name), since the version's own run is the trial's, not the parent's.
+REGISTERED_TAG = "attnlab.registered_version"
+REGISTERED_MODEL_TAG = "attnlab.registered_model"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows children under the parent
 CHAMPION, CANDIDATE = "champion", "candidate"
 
@@ -62,6 +69,15 @@ def ui_command(uri: str) -> str:
     return command
 
 
+def browse_hint(uri: str, run_id: str | None) -> str:
+    """Where to look at a run: the MLflow UI already serving this store (ATTNLAB_MLFLOW_UI_URL, set by
+    `attnlab serve` for its jobs), else the command that starts one."""
+    ui = os.environ.get(UI_URL_ENV, "").rstrip("/")
+    if ui:
+        return f"{ui}/#/runs/{run_id}" if run_id else ui
+    return ui_command(uri)
+
+
 @functools.lru_cache(maxsize=32)
 def client(uri: str):
     """One MlflowClient per store (thread-safe; the registry lives in the same store)."""
@@ -80,11 +96,13 @@ def experiment_id(uri: str, name: str, create: bool = True) -> str | None:
     mlflow_client = client(uri)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if create and experiment.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older attnlab or by hand
+            mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return experiment.experiment_id
     if not create:
         return None
     location = default_artifact_root() if uri == default_tracking_uri() else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
 
 def _quote(value: str) -> str:
@@ -129,6 +147,16 @@ def child_runs(uri: str, experiment: str, parent_run_id: str) -> list:
     """The runs nested under `parent_run_id` (a search's trials)."""
     return client(uri).search_runs([experiment_id(uri, experiment)], max_results=10_000,
                                    filter_string=f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}")
+
+
+def runs_under(uri: str, parent_run_id: str, status: str | None = None, limit: int = 10_000) -> list:
+    """The runs nested under `parent_run_id`, oldest first, in the parent's experiment (the service
+    knows a job's run, not its experiment); only those in `status` (e.g. RUNNING) if given."""
+    condition = f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}"
+    if status:
+        condition += f" and attributes.status = {_quote(status)}"
+    return client(uri).search_runs([get_run(uri, parent_run_id).info.experiment_id], filter_string=condition,
+                                   max_results=limit, order_by=["attributes.start_time ASC"])
 
 
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
@@ -187,16 +215,18 @@ def reopen_run(uri: str, run_id: str) -> None:
 
 
 def make_logger(uri: str, experiment: str, run_name: str, run_id: str | None):
-    """Lightning's MLFlowLogger bound to the named run (continuing `run_id` when resuming).
+    """Lightning's MLFlowLogger bound to the named run (continuing `run_id` when resuming), logging
+    metrics asynchronously so a tracking-server outage does not stop training (training/mlflow_logger.py).
 
     The logger writes from global rank 0 only, so DDP and Ray workers produce one run.
     """
-    from lightning.pytorch.loggers import MLFlowLogger
+    from training.mlflow_logger import ResilientMLFlowLogger
 
     location = default_artifact_root() if uri == default_tracking_uri() else None
-    return MLFlowLogger(
+    return ResilientMLFlowLogger(
         experiment_name=experiment, run_name=run_name, tracking_uri=uri, run_id=run_id,
         tags={RUN_NAME_TAG: run_name}, log_model=False, artifact_location=location,
+        spool=run_dir(run_name) / "unsent-metrics.jsonl",
     )
 
 
@@ -334,15 +364,20 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 def run_summary(uri: str, run_id: str) -> dict[str, Any]:
-    """Status, finite metrics and times of a run, and the newest model version registered from it."""
+    """Status, finite metrics, the latest step logged (training progress) and times of a run, and the
+    newest model version registered from it (for a search's parent run: what the search registered)."""
     run = get_run(uri, run_id)
+    steps = [metric.step for metric in run.data.to_proto().metrics]
     summary = {"run_id": run_id, "status": run.info.status, "metrics": _finite(run.data.metrics),
-               "start_time": run.info.start_time, "end_time": run.info.end_time,
+               "step": max(steps, default=None), "start_time": run.info.start_time, "end_time": run.info.end_time,
                "registered_model": None, "model_version": None}
     versions = client(uri).search_model_versions(f"run_id = {_quote(run_id)}")
     if versions:
         newest = max(versions, key=lambda v: int(v.version))
         summary.update(registered_model=newest.name, model_version=str(newest.version))
+    elif REGISTERED_MODEL_TAG in run.data.tags:  # a search: the version's run is its best trial's
+        summary.update(registered_model=run.data.tags[REGISTERED_MODEL_TAG],
+                       model_version=run.data.tags.get(REGISTERED_TAG, "").partition("@")[0] or None)
     return summary
 
 

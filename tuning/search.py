@@ -32,13 +32,13 @@ import yaml
 from training import tracking
 from tuning.config import SearchConfig, SearchPlan, plan_search, validate_search_config
 from tuning.space import trial_overrides
-from tuning.trainable import INFEASIBLE_TAG, SEARCH_TAG, run_trial
+from tuning.tags import INFEASIBLE_TAG, SEARCH_TAG, STOPPED_EARLY_TAG
+from tuning.trainable import run_trial
 
-STOPPED_EARLY_TAG = "attnlab.stopped_early"
 TRIAL_DIR_PREFIX = "trial-"
 UNBOUNDED_REPORTS = 2**20
 DRIVER_CPU = 0.01  # CPU reserved by a trial that drives a multi-worker Ray Train run
-REGISTERED_TAG = "attnlab.registered_version"  # "<version>@<alias>" on the parent run
+REGISTERED_TAG = tracking.REGISTERED_TAG  # "<version>@<alias>" on the parent run
 CHAMPION, CANDIDATE = tracking.CHAMPION, tracking.CANDIDATE
 
 
@@ -256,6 +256,7 @@ def _finish(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], grid, fo
         else:
             result.model_version, result.alias = register_best(cfg, uri, best, model_name)
             tracking.set_tags(uri, parent, {REGISTERED_TAG: f"{result.model_version}@{result.alias}"})
+        tracking.set_tags(uri, parent, {tracking.REGISTERED_MODEL_TAG: model_name})
     tracking.end_run(uri, parent, "FINISHED")
     return result
 

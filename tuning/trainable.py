@@ -27,10 +27,8 @@ from typing import Any
 import lightning.pytorch as pl
 
 from training import tracking
+from tuning.tags import INFEASIBLE_TAG, SEARCH_TAG, TRIAL_TAG
 
-SEARCH_TAG = "attnlab.search"
-TRIAL_TAG = "attnlab.trial_id"
-INFEASIBLE_TAG = "attnlab.infeasible"
 PARENT_TAG = tracking.PARENT_TAG
 LAST_REPORT_FILE = "tune-last-report.json"  # in the trial's run folder ($ATTNLAB_HOME/runs/<name>)
 

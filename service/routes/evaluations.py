@@ -13,7 +13,8 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict
 
 from service.configs import ConfigRejected
-from service.deps import Authorized, ServicesDep
+from service.auth import WriterDep
+from service.deps import ServicesDep
 from service.routes.jobs import SUBMIT_RESPONSES, submit_job
 from service.schemas import IdempotencyKey, JobOut
 from service.store import JobKind
@@ -31,14 +32,15 @@ class EvaluationRequest(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_RESPONSES,
-             dependencies=[Authorized],
              summary="Evaluate a registered model on data (a job of kind evaluate; metrics go to MLflow)")
-async def submit_evaluation(request: EvaluationRequest, response: Response, services: ServicesDep) -> JobOut:
+async def submit_evaluation(request: EvaluationRequest, response: Response, services: ServicesDep,
+                            who: WriterDep) -> JobOut:
     config = request.config
     await asyncio.to_thread(check_model, services.tracking, config.model)
     # The job record and the evaluation's MLflow run share this name, so the job finds its run.
     config = config.model_copy(update={"name": config.run_name})
-    return await submit_job(JobKind.EVALUATE, config.run_name, config, request.idempotency_key, response, services)
+    return await submit_job(JobKind.EVALUATE, config.run_name, config, request.idempotency_key, response, services,
+                            who)
 
 
 def check_model(reader: TrackingReader, model_uri: str) -> None:

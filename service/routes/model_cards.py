@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from fastapi.responses import PlainTextResponse
 
+from service.auth import Readable
 from service.deps import TrackingDep
 from service.routes.registry import NOT_FOUND, ModelName
 from service.tracking import NotFound
@@ -19,7 +20,7 @@ Version = Annotated[str, Path(pattern=r"^[0-9]{1,9}$", description="model versio
 
 
 @router.get("/{name}/versions/{version}/card", response_class=PlainTextResponse,
-            responses={**NOT_FOUND, 200: {"content": {"text/markdown": {}}}},
+            responses={**NOT_FOUND, 200: {"content": {"text/markdown": {}}}}, dependencies=[Readable],
             summary="The version's model card (Markdown): input, preprocessing, classes, training, metrics")
 async def model_card(name: ModelName, version: Version, tracking: TrackingDep) -> PlainTextResponse:
     try:

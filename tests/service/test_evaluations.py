@@ -58,12 +58,23 @@ def test_evaluation_jobs_score_registered_models_without_loading_them_in_the_api
         missing = client.get("/models/svc-old/versions/1/card")
         assert missing.status_code == 404 and "no model card" in missing.json()["message"]
 
+        user = client.post("/users", json={"name": "alice", "role": "user"}).json()["token"]
+        viewer = client.post("/users", json={"name": "vera", "role": "viewer"}).json()["token"]
+
         config = {"model": "models:/svc-eval@candidate",
                   "data": {"kind": "image", "dataset": "fashion_mnist", "root": idx_data, "batch_size": 8}}
-        submitted = client.post("/evaluations", json={"config": config})
+        with service.client(token=viewer) as vera, service.client(token=user) as alice:
+            assert vera.get("/models/svc-eval/versions/1/card").text == card.text
+            assert vera.get("/models/svc-eval").json()["versions"][0]["contract"]["classes"] == FASHION_MNIST_CLASSES
+            assert vera.post("/evaluations", json={"config": config}).status_code == 403
+            submitted = alice.post("/evaluations", json={"config": config})
         assert submitted.status_code == 201, submitted.text
         job = submitted.json()
-        assert job["kind"] == "evaluate" and job["name"] == "eval-svc-eval-candidate"
+        assert job["kind"] == "evaluate" and job["name"] == "eval-svc-eval-candidate" and job["owner"] == "alice"
+        audited = {(entry["actor"], entry["action"], entry["target"], entry["outcome"])
+                   for entry in client.get("/audit", params={"limit": 1000}).json()["items"]}
+        assert ("alice", "evaluate.submit", f"job {job['id']}", "ok") in audited
+        assert ("vera", "write", "service", "denied") in audited
 
         refused = {
             "runs:/0123/classifier": "registered models only",
@@ -77,7 +88,9 @@ def test_evaluation_jobs_score_registered_models_without_loading_them_in_the_api
             assert response.json()["message"].startswith("config.model: ") and message in response.json()["message"]
         outside = client.post("/evaluations", json={"config": {**config, "data": {**config["data"], "root": "/etc"}}})
         assert outside.status_code == 422 and outside.json()["message"].startswith("config.data.root: ")
-        assert service.client(token=None).post("/evaluations", json={"config": config}).status_code == 401
+        with service.client(token=None) as anonymous:
+            assert anonymous.post("/evaluations", json={"config": config}).status_code == 401
+            assert anonymous.get("/models/svc-eval/versions/1/card").status_code == 401
 
     done = service.wait_for(job["id"], ("SUCCEEDED", "FAILED"), timeout=300)
     assert done["state"] == "SUCCEEDED", (service.home / "jobs" / str(job["id"]) / "job.log").read_text()[-3000:]
