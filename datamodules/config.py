@@ -15,6 +15,8 @@ from datamodules.formats import FORMAT_NAMES
 
 Split = Literal["train", "val", "test"]
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+# Files that count as images in folder datasets (and for `attnlab predict` / `evaluate` on folders).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)

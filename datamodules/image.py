@@ -20,11 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from datamodules.config import ImageDataConfig
+from datamodules.config import IMAGE_SUFFIXES, ImageDataConfig
 from datamodules.idx import FASHION_MNIST_CLASSES  # noqa: F401  (re-exported: it lived here)
 from datamodules.loaders import SplitLoaders, make_loader, seeded_subset
 from datamodules.transforms import image_transform
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
 
 class ArrayImageDataset(Dataset):
@@ -151,8 +150,8 @@ def _check_class_folders(root: Path) -> list[str]:
     if not names:
         raise ValueError(f"image folder {root} has no class sub-folders (expected root/<class>/<image>)")
     for name in names:
-        if not any(p.suffix.lower() in _IMAGE_SUFFIXES for p in (root / name).iterdir()):
-            raise ValueError(f"class folder {root / name} has no images ({sorted(_IMAGE_SUFFIXES)})")
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (root / name).iterdir()):
+            raise ValueError(f"class folder {root / name} has no images ({sorted(IMAGE_SUFFIXES)})")
     return names
 
 

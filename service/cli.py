@@ -11,10 +11,12 @@ import argparse
 import importlib
 import sys
 
-# In layer order (docs/contracts.md): training (train, demo, registry, data) -> tuning (tune) -> service.
+# In layer order (docs/contracts.md): training (train, demo, registry, data; predict, evaluate) -> tuning (tune)
+# -> service.
 COMMAND_MODULES = [
     "training.cli",
     "training.data_check",
+    "training.model_cli",
     "tuning.cli",
     "service.commands",
     "service.user_commands",

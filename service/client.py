@@ -35,9 +35,10 @@ class Client:
             raise ServiceError(response.status_code, _message(response))
         return response.json()
 
-    def submit(self, config: dict[str, Any], *, search: bool = False, idempotency_key: str | None = None) -> dict:
+    def submit(self, config: dict[str, Any], *, search: bool = False, evaluation: bool = False,
+               idempotency_key: str | None = None) -> dict:
         body = {"config": config, "idempotency_key": idempotency_key}
-        return self._call("POST", "/searches" if search else "/jobs", json=body)
+        return self._call("POST", "/searches" if search else "/evaluations" if evaluation else "/jobs", json=body)
 
     def jobs(self, **filters: Any) -> dict:
         return self._call("GET", "/jobs", params={k: v for k, v in filters.items() if v is not None})

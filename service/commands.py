@@ -34,7 +34,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     submit = actions.add_parser("submit", help="submit a training job (or --search) from a YAML config")
     submit.add_argument("--config", required=True, type=Path, help="YAML config, as for `attnlab train`")
-    submit.add_argument("--search", action="store_true", help="the config has a search: section (attnlab tune)")
+    kind = submit.add_mutually_exclusive_group()
+    kind.add_argument("--search", action="store_true", help="the config has a search: section (attnlab tune)")
+    kind.add_argument("--evaluation", action="store_true",
+                      help="the config is an evaluation config (attnlab evaluate --config)")
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=0.01 (repeatable)")
     submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
@@ -43,7 +46,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     listing = actions.add_parser("list", help="jobs, newest first")
     listing.add_argument("--state", choices=list(STATE_STYLES))
-    listing.add_argument("--kind", choices=["train", "search", "data_check"])
+    listing.add_argument("--kind", choices=["train", "search", "data_check", "evaluate"])
     listing.add_argument("--name", help="run-name prefix")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--offset", type=int, default=0)
@@ -159,8 +162,8 @@ def run_submit(args: argparse.Namespace) -> int:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
     client = _client(args)
-    job = client.submit(raw, search=args.search, idempotency_key=args.idempotency_key)
-    kind = "search" if args.search else "training job"
+    job = client.submit(raw, search=args.search, evaluation=args.evaluation, idempotency_key=args.idempotency_key)
+    kind = "search" if args.search else "evaluation" if args.evaluation else "training job"
     out.print(f"Submitted {kind} [bold]{job['id']}[/bold] ({job['name']}): {_state(job['state'])}")
     if not args.follow:
         out.print(f"Follow it with: attnlab jobs logs {job['id']} -f", style="dim")

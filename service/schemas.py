@@ -139,6 +139,9 @@ class ModelVersionOut(BaseModel):
     aliases: list[str]
     created: int | None = Field(description="milliseconds since the epoch")
     metrics: dict[str, float | None]
+    contract: dict[str, Any] | None = Field(None, description="what the model takes and answers: classes, input, "
+                                            "preprocessing, family/backbone/placement/reduction, init, training "
+                                            "config, test metrics; null for models logged without one")
 
 
 class ModelOut(BaseModel):

@@ -60,6 +60,7 @@ class JobKind(str, enum.Enum):
     TRAIN = "train"
     SEARCH = "search"
     DATA_CHECK = "data_check"
+    EVALUATE = "evaluate"
 
 
 def utcnow() -> datetime:

@@ -65,7 +65,11 @@ class TrackingReader:
         return [ModelOut.model_validate(model) for model in tracking.registered_models(self.uri, name_prefix, limit)]
 
     def model(self, name: str) -> ModelDetail:
-        return ModelDetail.model_validate(tracking.registered_model(self.uri, name))
+        return ModelDetail.model_validate(tracking.registered_model(self.uri, name, contracts=True))
+
+    def model_card(self, name: str, version: str) -> str | None:
+        """The version's stored model card (Markdown); None for a version logged without one."""
+        return tracking.version_card(self.uri, name, version)
 
     def set_alias(self, name: str, alias: str, version: str) -> ModelDetail:
         tracking.set_alias(self.uri, name, alias, version)

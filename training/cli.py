@@ -37,8 +37,9 @@ def add_commands(subparsers) -> None:
                           help="MLflow URI (default: MLFLOW_TRACKING_URI, else sqlite:///$ATTNLAB_HOME/mlflow.db)")
     actions = registry.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="registered models").set_defaults(func=registry_list)
-    show = actions.add_parser("show", help="versions of one registered model")
+    show = actions.add_parser("show", help="versions of one registered model, and a version's model card")
     show.add_argument("name")
+    show.add_argument("--version", help="whose model card to show (default: the newest version)")
     show.set_defaults(func=registry_show)
     promote = actions.add_parser("promote", help="point an alias (e.g. production) at a version")
     promote.add_argument("name")
@@ -159,10 +160,44 @@ def registry_show(args) -> int:
     except NotFound as error:
         print(error, file=sys.stderr)
         return 1
-    _print_table(["version", "aliases", "status", "test/acc", "run id"],
+    _print_table(["version", "aliases", "status", "test/acc", "model", "input", "run id"],
                  [(r["version"], r["aliases"], r["status"],
-                   None if r["test/acc"] is None else f"{r['test/acc']:.4f}", r["run_id"]) for r in rows])
+                   None if r["test/acc"] is None else f"{r['test/acc']:.4f}", *_contract_columns(r["contract"]),
+                   r["run_id"]) for r in rows])
+    version = args.version or (str(rows[-1]["version"]) if rows else None)
+    if version is None:
+        return 0
+    contracts = {str(r["version"]): r["contract"] for r in rows}
+    if version not in contracts:
+        print(f"registered model {args.name!r} has no version {version} (versions: {', '.join(contracts)})",
+              file=sys.stderr)
+        return 1
+    _print_card(args.name, version, contracts[version])
     return 0
+
+
+def _contract_columns(contract: dict | Exception | None) -> tuple[str, str]:
+    """(model, input) columns: from the contract, or why there is none."""
+    if contract is None:
+        return "no contract", "-"
+    if isinstance(contract, Exception):
+        return "unreadable", "-"
+    shape = "x".join(str(size) for size in contract["input"]["shape"])
+    return (f"{contract['model']['family']} / {contract['model']['backbone']}",
+            f"{contract['input']['kind']} {shape}, {len(contract['classes'])} classes")
+
+
+def _print_card(name: str, version: str, contract: dict | Exception | None) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from training.model_card import card_markdown, missing_contract_message
+
+    print(f"\nversion {version}:")
+    if contract is None or isinstance(contract, Exception):
+        print(contract or missing_contract_message(f"models:/{name}/{version}"))
+        return
+    Console(width=None if Console().is_terminal else 120).print(Markdown(card_markdown(contract, name)))
 
 
 def registry_promote(args) -> int:

@@ -216,10 +216,13 @@ def _whole(path: Path) -> Path | None:
 
 
 def _from_mlflow_model(source: str, uri: str) -> Resolved:
+    from training.model_card import ContractMissing
+    from training.pyfunc_model import load_network
+
     info = _model_version(source, uri)
-    try:
-        model = tracking.load_pytorch_model(uri, info.model_uri)
-    except tracking.NotFound as error:
+    try:  # a registered classifier (its bare network) or a plain mlflow.pytorch model
+        model = load_network(info.model_uri, uri)
+    except (tracking.NotFound, ContractMissing) as error:
         raise InitError(f"model.init.source {source!r}: {error}") from None
     if not hasattr(model, "state_dict"):
         raise InitError(f"model.init.source {source!r}: {info.model_uri} is not a PyTorch network")

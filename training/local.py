@@ -3,7 +3,8 @@
 config -> DataModule -> backbone with blocks at the placement -> the family's LightningModule ->
 Trainer (devices/strategy/nodes from the config) -> MLflow (params, metrics per step/epoch, the
 resolved config, the dataset report of `attnlab data check` and data-quality counts, the family's
-figures, checkpoints, the model with signature) -> optional registration under a name with an alias. `training.fit.fit` runs it in this process;
+figures, checkpoints, the bare network and the raw-input classifier with its contract) -> optional
+registration of the classifier under a name with an alias. `training.fit.fit` runs it in this process;
 the Ray Train path (training/ray_train.py) runs it in each worker with a `ProcessRole` of its own —
 this module never imports the Ray path.
 
@@ -209,9 +210,12 @@ def _finish_run(cfg, uri, logger, module, datamodule, metrics, checkpoint) -> Fi
         tracking.log_artifacts(uri, run_id, [checkpoint], "checkpoints")
     version = None
     if cfg.tracking.log_model and batches:
+        from training.model_card import build_contract
+
         example = module.single_clip(batches[0][0])
-        version = tracking.log_pytorch_model(uri, run_id, module.net, example, cfg.tracking.register_as,
-                                             cfg.tracking.alias)
+        contract = build_contract(cfg, datamodule, metrics, run_id)
+        version = tracking.log_classifier(uri, run_id, module.net, example, contract, cfg.tracking.register_as,
+                                          cfg.tracking.alias)
     init_tracking.link_version(uri, cfg.tracking.register_as, version, module.init_report)
     tags = {tracking.CHECKPOINT_TAG: checkpoint, **({tracking.VERSION_TAG: version} if version is not None else {})}
     tracking.end_run(uri, run_id, "FINISHED", {**tags, tracking.COMPLETE_TAG: "true"})

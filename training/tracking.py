@@ -164,14 +164,15 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
         client(uri).log_param(run_id, key, value)
 
 
-def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    """All `metrics` in one request, at `step`."""
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0, model_id: str | None = None) -> None:
+    """All `metrics` in one request, at `step`; `model_id` links them to a logged model (MLflow 3)."""
     import time
 
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    client(uri).log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()])
+    client(uri).log_batch(run_id, metrics=[Metric(key, float(value), now, step, model_id=model_id)
+                                           for key, value in metrics.items()])
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list:
@@ -391,8 +392,9 @@ def registered_models(uri: str, prefix: str | None = None, limit: int = 100) -> 
             for model in client(uri).search_registered_models(filter_string=filter_string, max_results=limit)]
 
 
-def registered_model(uri: str, name: str) -> dict[str, Any]:
-    """One registered model with its versions, newest first, each with its aliases and its run's metrics."""
+def registered_model(uri: str, name: str, contracts: bool = False) -> dict[str, Any]:
+    """One registered model with its versions, newest first, each with its aliases and its run's metrics
+    (and with `contracts`, its contract: None when it has none or its MLmodel file cannot be read)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -414,6 +416,8 @@ def registered_model(uri: str, name: str) -> dict[str, Any]:
         versions.append({"version": str(version.version), "run_id": version.run_id, "status": str(version.status),
                          "aliases": sorted(by_version.get(str(version.version), [])),
                          "created": version.creation_timestamp, "metrics": metrics})
+        if contracts:
+            versions[-1]["contract"] = _contract_or_none(uri, name, str(version.version))
     versions.sort(key=lambda row: int(row["version"]), reverse=True)
     return {"name": model.name, "description": model.description or None, "aliases": aliases,
             "latest_versions": [row["version"] for row in versions[:1]], "versions": versions}
@@ -428,10 +432,19 @@ def list_models(uri: str) -> list[dict[str, Any]]:
 
 
 def model_versions(uri: str, name: str) -> list[dict[str, Any]]:
-    """`attnlab registry show NAME` rows, oldest version first."""
-    return [{"version": int(row["version"]), "aliases": ", ".join(row["aliases"]), "run_id": row["run_id"],
-             "status": row["status"], "test/acc": row["metrics"].get("test/acc")}
-            for row in reversed(registered_model(uri, name)["versions"])]
+    """`attnlab registry show NAME` rows, oldest version first; `contract` is the version's contract, None
+    when it has none, or the ContractUnreadable error when its MLmodel file cannot be read."""
+    from training.model_card import ContractUnreadable
+
+    rows = []
+    for row in reversed(registered_model(uri, name)["versions"]):
+        try:
+            contract = version_contract(uri, name, row["version"])
+        except ContractUnreadable as error:
+            contract = error
+        rows.append({"version": int(row["version"]), "aliases": ", ".join(row["aliases"]), "run_id": row["run_id"],
+                     "status": row["status"], "test/acc": row["metrics"].get("test/acc"), "contract": contract})
+    return rows
 
 
 def promote(uri: str, name: str, version: str, alias: str) -> None:
@@ -505,7 +518,194 @@ def load_pytorch_model(uri: str, model_uri: str):
 
 
 def describe_model_version(uri: str, name: str, version: str, tags: dict[str, str], description: str) -> None:
-    """Tags and a description on a registered version (e.g. the model it was fine-tuned from)."""
+    """Tags on a registered version, and a sentence added to its description (e.g. the model it was
+    fine-tuned from, after the classifier's one-line summary)."""
     for key, value in tags.items():
         client(uri).set_model_version_tag(name, version, key, value)
-    client(uri).update_model_version(name, version, description=description)
+    current = client(uri).get_model_version(name, version).description or ""
+    client(uri).update_model_version(name, version, description=f"{current} {description}".strip())
+
+
+# ---- the raw-input classifier (training/pyfunc_model.py): logging, contracts, loading, evaluations ---------
+
+CLASSIFIER_NAME = "classifier"  # what gets registered; the run's "model" stays the bare network
+CLASSIFIER_ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # MLflow's models-from-code file
+CLASSIFIER_VERSION_TAGS = ("family", "backbone", "input_kind")
+
+
+def classifier_signature():
+    """Columns `content` (binary; base64 over HTTP, which MLflow's server decodes) or `path` (string),
+    param `top_k`, one top-k row out per input."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array
+
+    from training.model_card import DEFAULT_TOP_K
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", "content", required=False), ColSpec("string", "path", required=False)]),
+        outputs=Schema([ColSpec("string", "input"), ColSpec("string", "label"), ColSpec("double", "probability"),
+                        ColSpec(Array("string"), "classes"), ColSpec(Array("double"), "probabilities")]),
+        params=ParamSchema([ParamSpec("top_k", "long", DEFAULT_TOP_K)]))
+
+
+def log_classifier(uri: str, run_id: str, net, example, contract: dict[str, Any], register_as: str | None,
+                   alias: str | None) -> str | None:
+    """Log the bare network (`model`, on preprocessed tensors) and the raw-input classifier (`classifier`:
+    that network, the contract as model metadata, `contract.json` and `model_card.md`) into `run_id`;
+    register the classifier under `register_as` (alias, family/backbone/input tags and a one-line
+    description on the version). Returns the registered version, if any."""
+    import json
+    import tempfile
+
+    import mlflow
+    import torch
+    from mlflow.artifacts import download_artifacts
+
+    from training.model_card import CONTRACT_KEY, card_markdown, summary
+
+    if len(example) < 2:  # torch.export would fix the batch size to 1, and multi-clip videos need more
+        example = torch.cat([example, example])
+    log_pytorch_model(uri, run_id, net, example, register_as=None, alias=None)
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    with tempfile.TemporaryDirectory(prefix="attnlab-classifier-") as folder, _fluent_tracking_uri(uri):
+        folder = Path(folder)
+        network = download_artifacts(artifact_uri=logged_model_uri(uri, run_id, "model"),
+                                     dst_path=str(folder / "network"), tracking_uri=uri)
+        (folder / "contract.json").write_text(json.dumps(contract, indent=2))
+        (folder / "model_card.md").write_text(card_markdown(contract, register_as))
+        artifacts = {"network": network, "contract": str(folder / "contract.json"),
+                     "model_card": str(folder / "model_card.md")}
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            info = mlflow.pyfunc.log_model(name=CLASSIFIER_NAME, python_model=str(CLASSIFIER_ENTRY),
+                                           artifacts=artifacts, signature=classifier_signature(),
+                                           metadata={CONTRACT_KEY: contract}, pip_requirements=requirements)
+    if not register_as:
+        return None
+    version = register_model(uri, info.model_uri, register_as)
+    facts = {"family": contract["model"]["family"], "backbone": contract["model"]["backbone"],
+             "input_kind": contract["input"]["kind"]}
+    for key in CLASSIFIER_VERSION_TAGS:
+        set_version_tag(uri, register_as, version, f"attnlab.{key}", str(facts[key]))
+    client(uri).update_model_version(register_as, version, description=summary(contract))
+    if alias:
+        client(uri).set_registered_model_alias(register_as, alias, version)
+    return version
+
+
+def logged_model_uri(uri: str, run_id: str, name: str) -> str:
+    """models:/<model id> of the run's newest logged model of that name (a resumed run or a search's best
+    trial may hold several)."""
+    found = client(uri).search_logged_models(
+        experiment_ids=[get_run(uri, run_id).info.experiment_id],
+        filter_string=f"source_run_id = {_quote(run_id)} AND name = {_quote(name)}",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}], max_results=1)
+    if not found:
+        raise NotFound(f"run {run_id} has no logged model named {name!r}")
+    return f"models:/{found[0].model_id}"
+
+
+def set_version_tag(uri: str, name: str, version: str, key: str, value: str) -> None:
+    client(uri).set_model_version_tag(name, str(version), key, value)
+
+
+def model_info(uri: str, model_uri: str):
+    """MLflow's ModelInfo of any model URI (flavors, signature, metadata) from its MLmodel file alone;
+    NotFound when there is no such model."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    with _fluent_tracking_uri(uri):
+        try:
+            return mlflow.models.get_model_info(model_uri)
+        except (MlflowException, OSError) as error:
+            raise NotFound(f"{model_uri}: {getattr(error, 'message', error)}") from error
+
+
+def load_pyfunc(uri: str, model_uri: str):
+    """mlflow.pyfunc.load_model of a model URI in store `uri`; NotFound when it cannot be found."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    with _fluent_tracking_uri(uri):
+        try:
+            return mlflow.pyfunc.load_model(model_uri)
+        except (MlflowException, OSError) as error:
+            raise NotFound(f"cannot load {model_uri}: {getattr(error, 'message', error)}") from error
+
+
+def resolve_version(uri: str, name: str, version: str | None = None, alias: str | None = None):
+    """The ModelVersion of NAME/VERSION or NAME@ALIAS; NotFound naming what is missing."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version is not None:
+            return client(uri).get_model_version(name, str(version))
+        return client(uri).get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        raise NotFound(f"models:/{name}{f'/{version}' if version is not None else f'@{alias}'}: "
+                       f"{error.message}") from error
+
+
+def model_id_of(version) -> str | None:
+    """The logged model (MLflow 3) behind a registered version: its model_id, else its models:/m-... source."""
+    source = version.source or ""
+    return version.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
+
+
+def link_model_input(uri: str, run_id: str, model_id: str) -> None:
+    """Record a logged model as an input of the run (an evaluation of it)."""
+    from mlflow.entities import LoggedModelInput
+
+    client(uri).log_inputs(run_id, models=[LoggedModelInput(model_id)])
+
+
+def version_file(uri: str, name: str, version: str, relative: str) -> str:
+    """Text of one file of a registered version's model folder. NotFound for an unknown version;
+    ContractUnreadable when the file cannot be read (artifacts gone, store unreachable)."""
+    from mlflow.artifacts import download_artifacts
+
+    from training.model_card import ContractUnreadable
+
+    resolve_version(uri, name, version)  # NotFound for an unknown model or version
+    location = client(uri).get_model_version_download_uri(name, str(version))
+    try:
+        path = download_artifacts(artifact_uri=f"{location.rstrip('/')}/{relative}", tracking_uri=uri)
+        return Path(path).read_text()
+    except Exception as error:  # any artifact store's failure: files gone, server unreachable
+        raise ContractUnreadable(f"model {name!r} version {version}: cannot read {relative} at {location} "
+                                 f"({type(error).__name__}: {str(error)[:200]})") from error
+
+
+def version_contract(uri: str, name: str, version: str) -> dict[str, Any] | None:
+    """The contract in a registered version's MLmodel metadata; None when it has none."""
+    import yaml
+
+    from training.model_card import ContractUnreadable, contract_of_metadata
+
+    text = version_file(uri, name, version, "MLmodel")
+    try:
+        return contract_of_metadata((yaml.safe_load(text) or {}).get("metadata"))
+    except yaml.YAMLError as error:
+        raise ContractUnreadable(f"model {name!r} version {version}: its MLmodel file is not YAML ({error})") from None
+
+
+def _contract_or_none(uri: str, name: str, version: str) -> dict[str, Any] | None:
+    from training.model_card import ContractUnreadable
+
+    try:
+        return version_contract(uri, name, version)
+    except ContractUnreadable:
+        return None
+
+
+def version_card(uri: str, name: str, version: str) -> str | None:
+    """The stored model card (Markdown) of a registered version; None for a version without one."""
+    from training.model_card import ContractUnreadable
+
+    try:
+        return version_file(uri, name, version, "artifacts/model_card.md")
+    except ContractUnreadable:
+        if _contract_or_none(uri, name, version) is None:
+            return None
+        raise

@@ -318,14 +318,17 @@ def register_best(cfg: SearchConfig, uri: str, best: dict[str, Any], model_name:
     (`training.tracking.alias_by_champion_rule`)."""
     from training import init_tracking
     from training.local import restored_parts
+    from training.model_card import build_contract
     from tuning.config import trial_config
 
     checkpoint = tracking.get_run(uri, best["run_id"]).data.tags.get(tracking.CHECKPOINT_TAG)
-    datamodule, module = restored_parts(trial_config(cfg.base_raw(), best["config"]), checkpoint)
+    trial = trial_config(cfg.base_raw(), best["config"])
+    datamodule, module = restored_parts(trial, checkpoint)
     datamodule.setup("test")
     batch = next(iter(datamodule.test_dataloader()))
     example = module.single_clip(batch[0])
-    version = tracking.log_pytorch_model(uri, best["run_id"], module.net, example, model_name, alias=None)
+    contract = build_contract(trial, datamodule, tracking.get_run(uri, best["run_id"]).data.metrics, best["run_id"])
+    version = tracking.log_classifier(uri, best["run_id"], module.net, example, contract, model_name, alias=None)
     init_tracking.link_version(uri, model_name, version, module.init_report)  # fine-tuned: name the source
     alias = tracking.alias_by_champion_rule(uri, model_name, version, cfg.search.metric, cfg.search.mode,
                                             best["value"])

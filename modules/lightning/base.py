@@ -22,6 +22,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from modules.probabilities import class_probabilities
+
 if TYPE_CHECKING:
     from datamodules.batch import Batch
 
@@ -78,11 +80,7 @@ class AttentionClassifier(pl.LightningModule):
 
     def predict_probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities; multi-clip (B, K, ...) batches average the K clips' softmax."""
-        if x.dim() == self.input_dims + 1:
-            batch, clips = x.shape[:2]
-            logits = self(x.flatten(0, 1))  # (B*K, ...) -> (B*K, classes)
-            return logits.softmax(-1).view(batch, clips, -1).mean(1)  # (B, K, classes) -> (B, classes)
-        return self(x).softmax(-1)
+        return class_probabilities(self, x, self.input_dims)
 
     # ---- steps ----------------------------------------------------------------------------------
 
@@ -114,7 +112,7 @@ class AttentionClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()  # synced across ranks by torchmetrics
         for name, value in zip(self.class_names, per_class.tolist()):
-            self.log(f"test/acc_class/{_metric_safe(name)}", value, rank_zero_only=True)
+            self.log(f"test/acc_class/{metric_safe(name)}", value, rank_zero_only=True)
         self.test_per_class.reset()
 
     # ---- optimisation ---------------------------------------------------------------------------
@@ -204,6 +202,6 @@ def lr_schedule(optim: dict[str, Any], total_steps: int, steps_per_epoch: int) -
     return lambda step: multipliers[min(step, total_steps)]
 
 
-def _metric_safe(name: str) -> str:
+def metric_safe(name: str) -> str:
     # MLflow metric names allow alphanumerics, _ - . space / only.
     return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in str(name))

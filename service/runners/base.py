@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-JobKind = Literal["train", "search", "data_check"]
+JobKind = Literal["train", "search", "data_check", "evaluate"]
 
 # The CLI sub-command (its words) that executes each kind of job.
 COMMAND_FOR_KIND: dict[str, tuple[str, ...]] = {"train": ("train",), "search": ("tune",),
-                                                "data_check": ("data", "check")}
+                                                "data_check": ("data", "check"), "evaluate": ("evaluate",)}
 
 
 class RunnerState(str, enum.Enum):

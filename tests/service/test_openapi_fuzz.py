@@ -18,7 +18,8 @@ def test_no_generated_request_gets_a_server_error(queue_service):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {
         "POST /jobs", "GET /jobs", "GET /jobs/{job_id}", "GET /jobs/{job_id}/logs", "POST /jobs/{job_id}/cancel",
-        "POST /searches", "GET /models", "GET /models/{name}", "PUT /models/{name}/aliases/{alias}", "GET /health"}
+        "POST /searches", "GET /models", "GET /models/{name}", "PUT /models/{name}/aliases/{alias}", "GET /health",
+        "POST /evaluations", "GET /models/{name}/versions/{version}/card"}
     for operation in operations:
         @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))

@@ -65,9 +65,10 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def configs():
-    """The config builders above, as a fixture (test modules cannot import conftest by name)."""
+    """The config builders above, as a fixture (test modules cannot import conftest by name); session
+    scope so module-scoped fixtures can build configs too."""
     class Builders:
         image = staticmethod(image_config)
         video = staticmethod(video_config)
