@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training import tracking
+from training import hardware, tracking
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -93,7 +93,8 @@ def build_parts(cfg: TrainConfig):
                          block=None if family == "none" else family,
                          placement=None if family == "none" else cfg.model.placement, **block_kw)
     module = MODULES[family](net, num_classes=datamodule.num_classes, optim=cfg.optim.model_dump(mode="json"),
-                             class_names=list(datamodule.class_names), channels_last=cfg.model.channels_last,
+                             class_names=list(datamodule.class_names),
+                             channels_last=hardware.channels_last(cfg, getattr(net, "dim", 2)),
                              compile=cfg.model.compile)
     return datamodule, module
 
@@ -114,7 +115,7 @@ def checkpoint_callbacks(cfg: TrainConfig, checkpoint_dir: Path, monitor: str | 
 def trainer_arguments(cfg: TrainConfig) -> dict[str, Any]:
     trainer = cfg.trainer
     arguments = dict(accelerator=trainer.accelerator, devices=trainer.devices, strategy=trainer.strategy,
-                     num_nodes=trainer.num_nodes, precision=trainer.precision, max_epochs=trainer.max_epochs,
+                     num_nodes=trainer.num_nodes, precision=hardware.precision(cfg), max_epochs=trainer.max_epochs,
                      max_steps=trainer.max_steps, log_every_n_steps=trainer.log_every_n_steps,
                      gradient_clip_val=trainer.gradient_clip_val, deterministic=trainer.deterministic,
                      accumulate_grad_batches=trainer.accumulate_grad_batches,
@@ -139,6 +140,7 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
         run = tracking.find_run(uri, cfg.tracking.experiment, cfg.name)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    hardware.log_measurements()
     datamodule, module = build_parts(cfg)
     checkpoint_dir = tracking.run_dir(cfg.name) / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
@@ -160,7 +162,9 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
         trainer = prepare_trainer(trainer)
 
     if trainer.is_global_zero:
-        _log_config(logger, cfg, run)
+        resolved = hardware.summary(cfg, module.input_dims - 2)
+        print("hardware: " + "; ".join(f"{key.removeprefix('resolved.')} {value}" for key, value in resolved.items()))
+        _log_config(logger, cfg, run, resolved)
         if resume:
             print(f"resuming {cfg.name!r} from {resume}")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -201,12 +205,13 @@ def _finish_run(cfg, uri, logger, module, datamodule, metrics, checkpoint) -> Fi
     return FitResult(cfg.name, metrics, checkpoint, run_id, version, uri, figures=figure_names)
 
 
-def _log_config(logger, cfg: TrainConfig, run) -> None:
-    """Flattened params (only new keys when resuming: MLflow params are immutable) and the YAML."""
+def _log_config(logger, cfg: TrainConfig, run, resolved: dict[str, str]) -> None:
+    """Flattened params and what `auto` settings resolved to (only new keys when resuming: MLflow params
+    are immutable), and the YAML."""
     from training.config import flatten, to_yaml
 
     existing = run.data.params if run is not None else {}
-    params = {key: value for key, value in flatten(cfg).items() if key not in existing}
+    params = {key: value for key, value in {**flatten(cfg), **resolved}.items() if key not in existing}
     if params:
         logger.log_hyperparams(params)
     logger.experiment.set_tag(logger.run_id, tracking.RUN_NAME_TAG, cfg.name)
