@@ -40,7 +40,7 @@ async def submit_job(kind: JobKind, name: str, config: BaseModel, idempotency_ke
     job, created = store.submit(kind, name, prepared, idempotency_key)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     if created:
-        supervisor.wake()
+        supervisor.job_queued()
     return JobOut.of(job)
 
 
