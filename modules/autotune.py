@@ -106,6 +106,11 @@ def choose(topic: str, key: Mapping, candidates: Mapping[str, Callable[[], objec
     return choice
 
 
+def choices() -> dict[tuple[str, str], str]:
+    """{(topic, key as JSON): choice} made or read from disk by this process, e.g. for a benchmark's table."""
+    return {(topic, key): choice for (topic, key, _), choice in _memory.items()}
+
+
 def forget() -> None:
     """Drop this process's in-memory choices (the disk cache stays): tests and benchmarks re-read it."""
     _memory.clear()

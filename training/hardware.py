@@ -56,14 +56,14 @@ def device_type(cfg: TrainConfig) -> str:
 
 def precision(cfg: TrainConfig) -> str:
     """The Lightning precision of the run: the configured one, or what ``auto`` resolves to here."""
-    return cfg.trainer.precision if cfg.trainer.precision != AUTO else _auto_precision(device_type(cfg))[0]
+    return cfg.trainer.precision if cfg.trainer.precision != AUTO else auto_precision(device_type(cfg))[0]
 
 
 def channels_last(cfg: TrainConfig, dims: int) -> bool:
     """Whether the network (``dims`` = 2 or 3 spatial axes) runs channels-last."""
     if cfg.model.channels_last != AUTO:
         return cfg.model.channels_last
-    return _auto_channels_last(device_type(cfg), precision(cfg), dims)
+    return auto_channels_last(device_type(cfg), precision(cfg), dims)
 
 
 def summary(cfg: TrainConfig, dims: int) -> dict[str, str]:
@@ -71,12 +71,12 @@ def summary(cfg: TrainConfig, dims: int) -> dict[str, str]:
     device = device_type(cfg)
     resolved = {"resolved.precision": precision(cfg), "resolved.channels_last": str(channels_last(cfg, dims))}
     if cfg.trainer.precision == AUTO:
-        resolved["resolved.precision_reason"] = _auto_precision(device)[1]
+        resolved["resolved.precision_reason"] = auto_precision(device)[1]
     return resolved
 
 
-def _auto_precision(device: str) -> tuple[str, str]:
-    """(precision, why) for ``auto`` on this machine."""
+def auto_precision(device: str) -> tuple[str, str]:
+    """(Lightning precision, why) that ``auto`` resolves to on ``device`` ("cuda", "mps", "cpu") here."""
     import torch
 
     from modules import autotune
@@ -104,7 +104,8 @@ def _auto_precision(device: str) -> tuple[str, str]:
                     f"{'' if choice == 'bf16-mixed' else 'not '}at least {BF16_MARGIN}x the fp32 step")
 
 
-def _auto_channels_last(device: str, precision_name: str, dims: int) -> bool:
+def auto_channels_last(device: str, precision_name: str, dims: int) -> bool:
+    """Whether channels-last measured faster for ``dims``-D convolutions in ``precision_name`` on ``device``."""
     import torch
 
     from modules import autotune
