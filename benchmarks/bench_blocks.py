@@ -122,7 +122,7 @@ class Autocast(nn.Module):
 
 
 def chosen_kernels(positions):
-    """The Non-local attention kernels autotune chose for training steps at n = positions, e.g. "chunked-256"."""
+    """The Non-local attention kernels autotune chose for training steps at n = positions, e.g. "chunked-512-onednn"."""
     return sorted({choice for (topic, key), choice in autotune.choices().items()
                    if topic.startswith("nonlocal-attention") and json.loads(key)["n"] == positions
                    and json.loads(key)["backward"]})

@@ -39,7 +39,8 @@ def _softmax_aggregate(block, query, key, value):
     kernel = _kernel(block.attention_kernel, query, key, value, block.scale)
     if kernel == "sdpa":
         return _sdpa(query, key, value, block.scale)
-    return _chunked(query, key, value, block.scale, int(kernel.removeprefix("chunked-")))
+    _, rows, product = kernel.split("-")  # "chunked-<rows>-<product>"
+    return _chunked(query, key, value, block.scale, int(rows), product)
 
 
 def _sdpa(query, key, value, scale):
@@ -53,8 +54,8 @@ def _sdpa(query, key, value, scale):
     return y[..., :width]  # (S, 1, n, C')
 
 
-def _chunked(query, key, value, scale, chunk):
-    y = chunked_softmax_attention(query.squeeze(1), key.squeeze(1), value.squeeze(1), scale, chunk)
+def _chunked(query, key, value, scale, chunk, product):
+    y = chunked_softmax_attention(query.squeeze(1), key.squeeze(1), value.squeeze(1), scale, chunk, product)
     return y.unsqueeze(1)  # (S, n, C') -> (S, 1, n, C')
 
 
@@ -72,10 +73,12 @@ def _common_dtype(*tensors):
 
 
 def _kernel(requested, query, key, value, scale):
-    """``"sdpa"`` or ``"chunked-<rows>"``: the requested kernel, measured where the request leaves a choice.
+    """``"sdpa"`` or ``"chunked-<rows>-<product>"``: the requested kernel, measured where the request leaves a
+    choice.
 
-    ``auto`` times SDPA against the chunked kernel at each size in CHUNKS, ``chunked`` times the sizes
-    only — once per (n, m, widths, dtype, device, with or without backward) on this machine, cached by
+    ``auto`` times SDPA against the chunked kernel at each size in CHUNKS and with each matrix-product
+    library (oneDNN, torch's matmul), ``chunked`` times the chunked variants only — once per (n, m,
+    widths, dtype, device, with or without backward) on this machine, cached by
     modules/autotune.py (in memory, and on disk for other ranks, trials and runs). Which wins depends on
     the machine: oneDNN's products beat MKL's AVX2 path inside CPU SDPA on AMD, MKL and AMX win on Intel,
     CUDA's flash kernels win on GPUs. Inside torch.compile/export/jit tracing and under dispatch modes
@@ -84,9 +87,12 @@ def _kernel(requested, query, key, value, scale):
     if requested == "sdpa":
         return "sdpa"
     if _tracing(query):
-        return "sdpa" if requested == "auto" else f"chunked-{chunked_attention.DEFAULT_CHUNK}"
+        return ("sdpa" if requested == "auto" else
+                f"chunked-{chunked_attention.DEFAULT_CHUNK}-{chunked_attention.DEFAULT_PRODUCT}")
     backward = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in (query, key, value))
-    trials = {f"chunked-{rows}": functools.partial(_chunked, chunk=rows) for rows in chunked_attention.CHUNKS}
+    trials = {f"chunked-{rows}-{product}": functools.partial(_chunked, chunk=rows, product=product)
+              for rows in chunked_attention.CHUNKS
+              for product in chunked_attention.products_for(query.device, query.dtype)}
     if requested == "auto":
         trials = {"sdpa": _sdpa, **trials}
     # One sequence is timed: both kernels treat the S sequences alike, so S does not change the winner.

@@ -44,11 +44,20 @@ def test_chunked_attention_passes_gradcheck_in_float64():
     assert torch.autograd.gradcheck(lambda q, k, v: chunked_softmax_attention(q, k, v, 0.5, 3), inputs)
 
 
-def test_cpu_float32_products_run_on_onednn():
-    # The speed of the chunked kernel is oneDNN's: the x86-64 torch build this project pins ships it.
+def test_cpu_products_offer_onednn_and_torch_matmul_with_equal_results():
+    # Two libraries to measure between on CPU fp32/bf16 (the x86-64 torch build this project pins ships
+    # oneDNN); one elsewhere, where oneDNN's linear does not apply.
     assert chunked_attention._ONEDNN
+    assert chunked_attention.products_for("cpu", torch.float32) == ["onednn", "aten"]
+    assert chunked_attention.products_for("cpu", torch.float64) == ["aten"]
     a, b = torch.randn(33, 17), torch.randn(21, 17)
-    torch.testing.assert_close(chunked_attention._matmul_transposed(a, b), a @ b.T)
+    for product in chunked_attention.PRODUCTS.values():
+        torch.testing.assert_close(product(a, b), a @ b.T)
+    query = torch.randn(2, 40, 8, requires_grad=True)
+    outputs = [chunked_softmax_attention(query, query, query, 0.3, 16, product) for product in ("onednn", "aten")]
+    torch.testing.assert_close(*outputs)
+    with pytest.raises(ValueError, match=r"product must be one of \['onednn', 'aten'\]"):
+        chunked_softmax_attention(query, query, query, 0.3, 16, "mkl")
 
 
 @pytest.mark.parametrize("spread", [1.0, 3.0])  # logits of std 1 and 9
@@ -90,7 +99,11 @@ def _ran_fused_sdpa(block, x):
     return any("scaled_dot_product" in event.name for event in profiler.events())
 
 
-@pytest.mark.parametrize(("fastest", "fused_op"), [("sdpa", True), ("chunked-128", False), ("chunked-1024", False)])
+CHUNKED = ["chunked-128-aten", "chunked-128-onednn", "chunked-512-aten", "chunked-512-onednn"]
+
+
+@pytest.mark.parametrize(("fastest", "fused_op"), [("sdpa", True), ("chunked-128-onednn", False),
+                                                   ("chunked-512-aten", False)])
 def test_auto_kernel_runs_the_kernel_measured_fastest(fastest, fused_op, monkeypatch):
     # The timings are given (a real measurement's winner depends on the machine): auto must run the winner.
     timed = []
@@ -104,7 +117,7 @@ def test_auto_kernel_runs_the_kernel_measured_fastest(fastest, fused_op, monkeyp
     block = NonLocalBlock(8, dim=2)
     x = torch.randn(2, 8, 4, 4)
     assert _ran_fused_sdpa(block, x) == fused_op
-    assert timed == [["chunked-1024", "chunked-128", "chunked-256", "sdpa"]]
+    assert timed == [[*CHUNKED, "sdpa"]]
     assert _ran_fused_sdpa(block, x) == fused_op and len(timed) == 1  # measured once, then remembered
 
 
@@ -116,7 +129,7 @@ def test_chunked_kernel_measures_its_block_size_only(monkeypatch):
     autotune.forget()
     block = NonLocalBlock(8, dim=2, attention_kernel="chunked")
     assert not _ran_fused_sdpa(block, torch.randn(2, 8, 4, 4))
-    assert timed == [["chunked-1024", "chunked-128", "chunked-256"]]
+    assert timed == [CHUNKED]
 
 
 def test_auto_kernel_times_forward_and_backward_separately_from_inference(monkeypatch):
