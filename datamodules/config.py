@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from datamodules.formats import FORMAT_NAMES
+
 Split = Literal["train", "val", "test"]
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 
@@ -54,15 +56,21 @@ class ImageDataConfig(LoaderConfig):
 
 
 class VideoDataConfig(LoaderConfig):
-    """Video clips decoded with decord (PyAV fallback); see datamodules/video.py for the splits."""
+    """Video clips decoded with decord (PyAV fallback); datamodules/formats/ lists the dataset layouts."""
 
     kind: Literal["video"] = "video"
-    dataset: Literal["folder", "manifest"] = "folder"
+    dataset: Literal[FORMAT_NAMES] = Field("auto", description="Layout of the files: folder, manifest, ucf101, "
+                                           "hmdb51, kinetics, ssv2, or auto = detected from the annotation files "
+                                           "present (datamodules/formats/__init__.py)")
     manifests: dict[Split, str] = Field(default_factory=dict, description="dataset=manifest: one file per split "
                                         "(CSV/TSV with path,label[,start,end] or the 'path label' text format); "
                                         "relative video paths resolve against root, else the manifest's folder")
-    class_names: list[str] | None = Field(None, description="Fix the label set (and order); default: inferred "
-                                          "from the training split")
+    annotations: str | None = Field(None, description="ucf101/hmdb51/kinetics/ssv2: folder holding the layout's "
+                                    "split and label files (kinetics: or one CSV file); default: root or the "
+                                    "layout's usual sub-folder of root")
+    split: int = Field(1, ge=1, le=3, description="ucf101/hmdb51: which of the three official splits")
+    class_names: list[str] | None = Field(None, description="folder/manifest: fix the label set (and order); "
+                                          "default: inferred from the training split")
     split_fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="folder datasets "
                                                         "without root/train: seeded per-class train/val/test shares")
     extensions: list[str] = Field([".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v"],
@@ -86,10 +94,11 @@ class VideoDataConfig(LoaderConfig):
                                                         "from the start, repeat the last frame, or error")
     probe_cache: bool = Field(True, description="Keep frame counts/fps/sizes of probed files in "
                               "$ATTNLAB_HOME/cache/video-probes.sqlite; unchanged files are not probed again")
-    bad_files: Literal["skip", "fail"] = Field("skip", description="skip = drop and count unreadable files; "
-                                              "fail = raise naming the file")
+    bad_files: Literal["skip", "fail"] = Field("skip", description="skip = leave out and count bad files and "
+                                              "bad segments; fail = raise naming the file (and segment)")
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="skip: fail the run when more than this "
-                                    "share of the files is bad")
+                                    "share of the SAMPLES is bad (a bad file makes all its segments bad); missing "
+                                    "files are counted but not held against it")
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)  # Kinetics statistics as in pytorchvideo/SlowFast
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
@@ -99,6 +108,10 @@ class VideoDataConfig(LoaderConfig):
             raise ValueError("data.root is required for a class-folder video dataset")
         if self.dataset == "manifest" and "train" not in self.manifests:
             raise ValueError("data.manifests.train is required for dataset='manifest'")
+        if self.dataset == "auto" and self.root is None and "train" not in self.manifests:
+            raise ValueError("data.root (or data.manifests.train) is required for a video dataset")
+        if self.dataset not in ("auto", "folder", "manifest") and self.root is None:
+            raise ValueError(f"data.root (the video folder) is required for dataset={self.dataset!r}")
         if abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(self.split_fractions) < 0:
             raise ValueError(f"data.split_fractions must be >= 0 and sum to 1, got {self.split_fractions}")
         low, high = self.jitter_range

@@ -23,13 +23,15 @@ import numpy as np
 
 # Preference order for the H.264 encoder: FFmpeg builds differ in which ones they ship.
 _H264_ENCODERS = ("libx264", "h264", "libopenh264", "h264_v4l2m2m")
-_CODEC_ALIASES = {"h264": _H264_ENCODERS, "libx264": _H264_ENCODERS, "mpeg4": ("mpeg4",)}
+_CODEC_ALIASES = {"h264": _H264_ENCODERS, "libx264": _H264_ENCODERS, "mpeg4": ("mpeg4",),
+                  "vp9": ("libvpx-vp9",),  # Something-Something v2's .webm
+                  "av1": ("libsvtav1", "libaom-av1")}
 # Two classes move vertically: a horizontal-flip augmentation then leaves every label true.
 DIRECTION_NAMES = {2: ["down", "up"], 4: ["left", "right", "up", "down"]}
 
 
 def resolve_encoder(codec: str) -> str:
-    """Name of an encoder available in PyAV's FFmpeg for `codec` ("h264" or "mpeg4")."""
+    """Name of an encoder available in PyAV's FFmpeg for `codec` ("h264", "mpeg4", "vp9" or "av1")."""
     import av
 
     if codec not in _CODEC_ALIASES:
@@ -47,7 +49,8 @@ def resolve_encoder(codec: str) -> str:
 
 def write_video(path: str | Path, frames: np.ndarray, *, codec: str = "h264", fps: int = 25,
                 gop: int = 25, faststart: bool = False) -> Path:
-    """Encode `frames` (T, H, W, 3) uint8 RGB into `path` (container from the suffix, e.g. .mp4).
+    """Encode `frames` (T, H, W, 3) uint8 RGB into `path` (container from the suffix: .mp4, .avi, .mkv; .webm
+    takes vp9).
 
     `gop` is the keyframe interval; scene-cut keyframes are disabled so the interval is exact.
     `faststart` puts the index (moov atom) at the front of an MP4, as streaming encoders do.

@@ -1,7 +1,18 @@
 """Video decoding behind one small interface: decord first, PyAV as fallback.
 
-A backend answers two questions: `probe(path)` (frame count, fps, size — and that the file decodes
-at all) and `read(path, indices, size)` (those frames as (T, H, W, 3) uint8 RGB, resized on decode).
+A backend answers two questions: `probe(path)` (frame count, fps, size, codec — and that the backend
+can open the file and read its packets) and `read(path, indices, size)` (those frames as (T, H, W, 3)
+uint8 RGB, resized on decode).
+
+Both backends probe through one PyAV pass over the container (`probe_container`): the header's facts,
+then every packet header demuxed, no pixel decoded — as cheap as decord's own open-and-len (which
+demuxes every packet to build its index) and the only way to see what decord does not expose. A
+probe reports two lengths. `num_frames` is the *decodable* length: the video packets the demuxer
+actually delivers (what decord's `len` counts too), which is what sampling may use. `header_frames`
+is what the container *promises* (the stream's frame count, else its duration × fps): a partly
+written or partly downloaded file (a Matroska file cut at 15 %: header 444 frames, 50 decodable) is
+found by comparing the two (`length_mismatch`). A bitstream that is corrupt inside is found when it
+is decoded, and counted then.
 Readers are opened per call and released before returning: decord leaks memory when a VideoReader
 lives long, and an open file per dataset item does not survive fork/pickle into workers anyway.
 decord's bridge is never set globally: frames come back as decord NDArrays -> `.asnumpy()`.
@@ -23,12 +34,33 @@ import numpy as np
 _SEEK_GAP = 48
 
 
+# A decodable length this much below the header's is a truncated (or mislabelled) file. Headers that
+# derive the length from a duration are off by a frame or two, never by 5 %.
+LENGTH_TOLERANCE = 0.05
+
+
 @dataclass(frozen=True)
 class VideoInfo:
-    num_frames: int
+    num_frames: int  # decodable: packets the demuxer delivers
     fps: float
     width: int
     height: int
+    codec: str = ""  # FFmpeg's codec name: h264, hevc, vp9, av1, mpeg4, ...
+    header_frames: int | None = None  # what the container header promises; None when it does not say
+
+    @property
+    def duration(self) -> float:
+        """Seconds of decodable video."""
+        return self.num_frames / self.fps if self.fps else 0.0
+
+    def length_mismatch(self) -> str | None:
+        """Why the decodable length disagrees with the header, or None when it agrees."""
+        if self.header_frames is None:
+            return None
+        missing = self.header_frames - self.num_frames
+        if missing >= 2 and missing > LENGTH_TOLERANCE * self.header_frames:
+            return f"header says {self.header_frames} frames, {self.num_frames} decodable"
+        return None
 
 
 class VideoReadError(Exception):
@@ -56,10 +88,85 @@ def check_file(path: str) -> None:
         raise VideoReadError(path, "empty")
 
 
+def _duration_tag(value: str | None) -> float | None:
+    """Seconds from Matroska's per-stream DURATION tag ('00:00:17.760000000')."""
+    try:
+        hours, minutes, seconds = (value or "").split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
+def header_facts(path: str, container, stream) -> tuple[str, int | None, int, int]:
+    """(codec, header_frames, width, height) of an open PyAV video stream, from the container alone.
+
+    header_frames: the stream's frame count (MP4, AVI indexes), else its own duration (stream
+    time base, or Matroska's DURATION tag), else the container's (which may include other streams)."""
+    context = stream.codec_context
+    if context is None:
+        raise VideoReadError(path, "unreadable", f"no decoder for codec {stream.codec.name if stream.codec else '?'}")
+    if not context.width or not context.height:
+        raise VideoReadError(path, "unreadable", "no frame size in the header")
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    seconds = None
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    seconds = seconds or _duration_tag(stream.metadata.get("DURATION"))
+    if seconds is None and container.duration:
+        seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    header = stream.frames or (round(seconds * fps) if seconds and fps else None)
+    return context.codec.canonical_name, header, context.width, context.height
+
+
+def probe_container(path: str) -> VideoInfo:
+    """Header facts, then every packet header demuxed (the decodable length), in one PyAV open."""
+    check_file(path)
+    container, stream = _open_pyav(path)
+    try:
+        codec, header_frames, width, height = header_facts(path, container, stream)
+        num_frames = 0
+        try:
+            num_frames = sum(1 for packet in container.demux(stream) if packet.pts is not None)
+        except Exception:  # a read error ends the file where it broke: what came before counts
+            pass
+        if num_frames == 0:
+            raise VideoReadError(path, "unreadable", "no frames")
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        return VideoInfo(num_frames, fps, width, height, codec, header_frames)
+    except VideoReadError:
+        raise
+    except Exception as error:
+        raise VideoReadError(path, "unreadable", str(error)[:200]) from error
+    finally:
+        container.close()
+
+
+def _open_pyav(path: str, threads: int = 0):
+    """(container, first video stream) with PyAV; VideoReadError when either is missing."""
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as error:
+        raise VideoReadError(path, "unreadable", str(error)[:200]) from error
+    if not container.streams.video:
+        container.close()
+        raise VideoReadError(path, "unreadable", "no video stream")
+    stream = container.streams.video[0]
+    if threads and stream.codec_context is not None:
+        stream.codec_context.thread_count = threads
+    return container, stream
+
+
 class DecordBackend:
-    """decord VideoReader; `size` = (height, width) is applied by decord's own scaler on decode."""
+    """decord VideoReader; `size` = (height, width) is applied by decord's own scaler on decode.
+
+    decord's bundled FFmpeg is older than PyAV's and lacks some decoders (AV1): the probe opens a file
+    with decord too until decord has opened one file of its codec in this process, so a codec decord
+    cannot read makes its files bad at probe time (naming the codec), not mid-training."""
 
     name = "decord"
+    _opened_codecs: set[str] = set()  # per process; only successes are remembered
 
     def __init__(self, threads: int = 1):
         self.threads = threads
@@ -75,20 +182,15 @@ class DecordBackend:
             raise VideoReadError(path, "unreadable", str(error).splitlines()[0][:200]) from error
 
     def probe(self, path: str) -> VideoInfo:
-        check_file(path)
-        reader = self._open(path, None)
-        try:
-            num_frames = len(reader)
-            if num_frames == 0:
-                raise VideoReadError(path, "unreadable", "no frames")
-            height, width = reader[0].shape[:2]  # decodes one frame: the file really is a video
-            return VideoInfo(num_frames, float(reader.get_avg_fps()), int(width), int(height))
-        except VideoReadError:
-            raise
-        except Exception as error:
-            raise VideoReadError(path, "unreadable", str(error).splitlines()[0][:200]) from error
-        finally:
-            del reader
+        info = probe_container(path)
+        if info.codec not in self._opened_codecs:
+            try:
+                self._open(path, None)  # dropped at once: opening is the whole question
+            except VideoReadError as error:
+                raise VideoReadError(path, "unreadable", f"decord cannot open this {info.codec} file "
+                                     f"({error.detail}); data.backend 'pyav' may") from error
+            self._opened_codecs.add(info.codec)
+        return info
 
     def read(self, path: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         check_file(path)
@@ -129,46 +231,14 @@ class PyAVBackend:
             self._reformatter = (os.getpid(), VideoReformatter())
         return self._reformatter[1]
 
-    def _open(self, path: str):
-        import av
-
-        try:
-            container = av.open(path)
-        except Exception as error:
-            raise VideoReadError(path, "unreadable", str(error)[:200]) from error
-        if not container.streams.video:
-            container.close()
-            raise VideoReadError(path, "unreadable", "no video stream")
-        stream = container.streams.video[0]
-        if self.threads:
-            stream.codec_context.thread_count = self.threads
-        return container, stream
-
     def probe(self, path: str) -> VideoInfo:
-        check_file(path)
-        container, stream = self._open(path)
-        try:
-            num_frames = stream.frames or sum(1 for p in container.demux(stream) if p.pts is not None)
-            if num_frames == 0:
-                raise VideoReadError(path, "unreadable", "no frames")
-            container.seek(0)
-            first = next(container.decode(stream), None)  # the file really decodes
-            if first is None:
-                raise VideoReadError(path, "unreadable", "no decodable frame")
-            fps = float(stream.average_rate or stream.guessed_rate or 25)
-            return VideoInfo(int(num_frames), fps, first.width, first.height)
-        except VideoReadError:
-            raise
-        except Exception as error:
-            raise VideoReadError(path, "unreadable", str(error)[:200]) from error
-        finally:
-            container.close()
+        return probe_container(path)
 
     def read(self, path: str, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
         check_file(path)
         wanted = sorted(set(int(i) for i in indices))
         height, width = size or (None, None)
-        container, stream = self._open(path)
+        container, stream = _open_pyav(path, self.threads)
         reformatter = self._reformatter_here()
         decoded: dict[int, np.ndarray] = {}
         try:

@@ -1,12 +1,13 @@
 """Clip dataset over probed videos, with bad-file bookkeeping that works across worker processes.
 
 `VideoDataModule.setup()` probes every file once in the main process (exact counts); this dataset
-only sees files that probed fine. A file can still fail while decoding (truncated in the middle,
-deleted or rewritten after setup): under `skip` the item becomes None, `collate_skip_none` drops
-it from the batch, and the failure is appended to a `BadFileLedger` — a small append-only file
-shared by the main process and every worker (fork or spawn alike), so the counts stay exact and
-each file is counted once however many epochs hit it. Under `fail` the error propagates with
-the file's path.
+only sees samples that passed (datamodules/scan.py). A file can still fail while decoding (corrupt
+inside, deleted or rewritten after setup): under `skip` the item becomes None, `collate_skip_none`
+drops it from the batch, and the failure is appended to a `BadFileLedger` — a small append-only
+file shared by the main process and every worker (fork or spawn alike), so the counts stay exact
+and each file is counted once however many epochs hit it. Under `fail` the error propagates with
+the file's path. `data.max_bad_fraction` counts samples: a file that breaks takes all its usable
+samples with it.
 """
 
 from __future__ import annotations
@@ -21,22 +22,24 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from datamodules.sampling import train_clip, uniform_clips
+from datamodules.scan import UNBUDGETED_REASONS, TooManyBadFilesError, VideoRecord
 from datamodules.video_backend import VideoInfo, VideoReadError, get_backend
 
 log = logging.getLogger(__name__)
 
 
-class TooManyBadFilesError(RuntimeError):
-    """More than data.max_bad_fraction of the videos could not be read."""
-
-
 @dataclass(frozen=True)
-class VideoRecord:
-    path: str
-    label: int
-    info: VideoInfo
-    first: int  # frame window [first, first + num_frames) from the manifest's start/end seconds
-    num_frames: int
+class BadSampleBudget:
+    """What the load-time check counts: `allowed` bad samples in all; `bad_segments` of them were spent at
+    setup; a bad file costs its `usable_samples` (samples not already bad by their segment)."""
+
+    allowed: int
+    bad_segments: int
+    usable_samples: dict[str, int]
+
+    def spent(self, bad_files: dict[str, dict]) -> int:
+        return self.bad_segments + sum(self.usable_samples.get(path, 1) for path, item in bad_files.items()
+                                       if item["reason"] not in UNBUDGETED_REASONS)
 
 
 class BadFileLedger:
@@ -72,11 +75,11 @@ class VideoClipDataset(Dataset):
 
     def __init__(self, records: list[VideoRecord], *, mode: str, transform, clip_len: int, frame_interval: int,
                  clips: int, pad: str, short_side: int, backend: str, threads: int, bad_files: str,
-                 ledger: BadFileLedger, max_bad: int):
+                 ledger: BadFileLedger, budget: BadSampleBudget):
         self.records, self.mode, self.transform = records, mode, transform
         self.clip_len, self.frame_interval, self.clips, self.pad = clip_len, frame_interval, clips, pad
         self.short_side, self.backend_name, self.threads = short_side, backend, threads
-        self.bad_files, self.ledger, self.max_bad = bad_files, ledger, max_bad
+        self.bad_files, self.ledger, self.budget = bad_files, ledger, budget
         self._backend = None  # created lazily in whichever process reads
 
     def __len__(self) -> int:
@@ -117,10 +120,10 @@ class VideoClipDataset(Dataset):
     def _count_bad(self, error: VideoReadError) -> None:
         log.warning("skipping bad video %s: %s %s", error.path, error.reason, error.detail)
         self.ledger.record(error.path, error.reason, error.detail)
-        bad = len(self.ledger.entries())
-        if bad > self.max_bad:
-            raise TooManyBadFilesError(f"{bad} bad video files exceed data.max_bad_fraction (at most "
-                                       f"{self.max_bad} allowed); see the warnings for which files and why")
+        bad = self.budget.spent(self.ledger.entries())
+        if bad > self.budget.allowed:
+            raise TooManyBadFilesError(f"{bad} bad samples exceed data.max_bad_fraction (at most "
+                                       f"{self.budget.allowed} allowed); see the warnings for which files and why")
 
 
 def collate_skip_none(batch: list):

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from service.docs import add_local_docs
 from service.errors import BodySizeLimit, add_exception_handlers
 from service.lifecycle import start_services, stop_services
-from service.routes import health, jobs, registry, searches
+from service.routes import data_checks, health, jobs, registry, searches
 from service.settings import Settings, get_settings
 
 
@@ -29,6 +29,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_exception_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_request_bytes)
     add_local_docs(app)
-    for module in (jobs, searches, registry, health):
+    for module in (jobs, searches, data_checks, registry, health):
         app.include_router(module.router)
     return app

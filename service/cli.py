@@ -11,9 +11,10 @@ import argparse
 import importlib
 import sys
 
-# Layer order follows DESIGN.md: training (train, demo, registry) -> tuning (tune) -> service.
+# Layer order follows DESIGN.md: training (train, demo, registry, data) -> tuning (tune) -> service.
 COMMAND_MODULES = [
     "training.cli",
+    "training.data_check",
     "tuning.cli",
     "service.commands",
 ]

@@ -42,7 +42,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     listing = actions.add_parser("list", help="jobs, newest first")
     listing.add_argument("--state", choices=list(STATE_STYLES))
-    listing.add_argument("--kind", choices=["train", "search"])
+    listing.add_argument("--kind", choices=["train", "search", "data_check"])
     listing.add_argument("--name", help="run-name prefix")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--offset", type=int, default=0)

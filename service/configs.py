@@ -1,6 +1,6 @@
 """Checks a submitted config must pass beyond its schema: every path stays inside a configured root.
 
-Data paths (`data.root`, `data.manifests.*`, also as values of a search space) must resolve inside one of `settings.data_roots`
+Data paths (`data.root`, `data.manifests.*`, `data.annotations`, also as values of a search space) must resolve inside one of `settings.data_roots`
 (a relative path is looked up under each root, as DESIGN.md's `root: data/fashion-mnist` intends);
 output paths (any `*_path` / `*_dir` field) inside `settings.output_root`. Resolution follows
 symlinks, so a link pointing out of a root is refused like `..` is. The stored config carries the
@@ -43,7 +43,7 @@ def _walk(node: Any, loc: tuple[str | int, ...], settings: Settings) -> Any:
         return node
     # Search spaces name fields as dotted keys ({"data.root": {"grid": [...]}}): split them too.
     parts = [piece for part in loc if isinstance(part, str) for piece in part.split(".")]
-    if "data" in parts and ("root" in parts or "manifests" in parts):
+    if "data" in parts and ("root" in parts or "manifests" in parts or "annotations" in parts):
         return str(_inside(node, settings.data_roots, loc, "data roots"))
     if any(part.endswith(OUTPUT_SUFFIXES) for part in parts):
         return str(_inside(node, [settings.output_root], loc, "output root"))

@@ -50,6 +50,7 @@ class JobState(str, enum.Enum):
 class JobKind(str, enum.Enum):
     TRAIN = "train"
     SEARCH = "search"
+    DATA_CHECK = "data_check"
 
 
 def utcnow() -> datetime:

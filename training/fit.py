@@ -2,8 +2,9 @@
 
 config -> DataModule -> backbone with blocks at the placement -> the family's LightningModule ->
 Trainer (devices/strategy/nodes from the config, or Ray Train workers) -> MLflow (params, metrics per
-step/epoch, the resolved config, data-quality counts, the family's figures, checkpoints, the model
-with signature) -> optional registration under a name with an alias.
+step/epoch, the resolved config, the dataset report of `attnlab data check` and data-quality counts,
+the family's figures, checkpoints, the model with signature) -> optional registration under a name
+with an alias.
 
 Resume: a run is known by its name. Checkpoints live in `$ATTNLAB_HOME/runs/<name>/checkpoints`;
 `last.ckpt` is rewritten (atomically: Lightning saves through an fsspec transaction, i.e. a temp file
@@ -162,9 +163,12 @@ def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list 
         trainer = prepare_trainer(trainer)
 
     if trainer.is_global_zero:
+        from training.data_check import log_data_summary
+
         resolved = hardware.summary(cfg, module.input_dims - 2)
         print("hardware: " + "; ".join(f"{key.removeprefix('resolved.')} {value}" for key, value in resolved.items()))
         _log_config(logger, cfg, run, resolved)
+        log_data_summary(logger.experiment, logger.run_id, datamodule)
         if resume:
             print(f"resuming {cfg.name!r} from {resume}")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

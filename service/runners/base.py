@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-JobKind = Literal["train", "search"]
+JobKind = Literal["train", "search", "data_check"]
 
-# The CLI sub-command that executes each kind of job.
-COMMAND_FOR_KIND: dict[str, str] = {"train": "train", "search": "tune"}
+# The CLI sub-command (its words) that executes each kind of job.
+COMMAND_FOR_KIND: dict[str, tuple[str, ...]] = {"train": ("train",), "search": ("tune",),
+                                                "data_check": ("data", "check")}
 
 
 class RunnerState(str, enum.Enum):
@@ -64,7 +65,7 @@ class RunnerJob:
 
 def launch_args(job: RunnerJob, config_path: Path) -> list[str]:
     """The `attnlab` arguments that execute `job`: e.g. ["train", "--config", "/…/config.yaml"]."""
-    return [COMMAND_FOR_KIND[job.kind], "--config", str(config_path)]
+    return [*COMMAND_FOR_KIND[job.kind], "--config", str(config_path)]
 
 
 class JobRunner(ABC):

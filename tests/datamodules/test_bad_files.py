@@ -61,7 +61,7 @@ def test_fail_policy_raises_naming_the_file(tmp_path, motion_root):
 
 def test_too_many_bad_files_fail_the_run_listing_them(tmp_path, motion_root):
     dm = build_datamodule(_config(_dataset_with_bad_files(tmp_path, motion_root), max_bad_fraction=0.2))
-    with pytest.raises(TooManyBadFilesError, match=r"3 of 10 video files are bad.*zero\.mp4 \(empty\)"):
+    with pytest.raises(TooManyBadFilesError, match=r"3 of 10 samples are bad \(empty: 1, unreadable: 2\).*zero\.mp4: empty"):
         dm.setup("fit")
 
 

@@ -22,7 +22,7 @@ BACKENDS = ["decord", "pyav"]
 def test_backend_reads_requested_frames_resized_on_decode(backend, codec, index_videos, frame_index):
     reader = get_backend(backend)
     path = str(index_videos[codec])
-    assert reader.probe(path) == VideoInfo(num_frames=32, fps=25.0, width=64, height=64)
+    assert reader.probe(path) == VideoInfo(num_frames=32, fps=25.0, width=64, height=64, codec=codec, header_frames=32)
     wanted = [30, 2, 9, 9, 17, 0, 31]  # unsorted, repeated, across several keyframe intervals
     frames = reader.read(path, wanted, (48, 40))
     assert frames.shape == (7, 48, 40, 3) and frames.dtype == np.uint8
@@ -98,3 +98,14 @@ def test_pyav_backend_reads_in_forked_workers_after_the_parent_read(index_videos
                                          collate_fn=lambda paths: backend.read(paths[0], [1, 2], (32, 32)))
     for clip in loader:
         np.testing.assert_array_equal(clip, expected)
+
+
+def test_probe_reports_codec_and_decord_refuses_a_codec_it_cannot_open_by_name(tmp_path):
+    from datamodules.synthetic import motion_frames, write_video
+    from datamodules.video_backend import VideoReadError
+
+    frames = motion_frames(0.0, frames=8, size=(64, 64), rng=np.random.default_rng(0))
+    path = str(write_video(tmp_path / "clip.mp4", frames, codec="av1"))
+    assert get_backend("pyav").probe(path) == VideoInfo(8, 25.0, 64, 64, codec="av1", header_frames=8)
+    with pytest.raises(VideoReadError, match=r"clip\.mp4: unreadable \(decord cannot open this av1 file"):
+        get_backend("decord").probe(path)
