@@ -56,11 +56,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(device: torch.device) -> str:
-    """What a measured choice depends on besides its key: the hardware, torch, and the threads it may use."""
+def machine(device: torch.device, threads: bool = True) -> str:
+    """What a measured choice depends on besides its key: the hardware, torch, and (``threads``) how many
+    intra-op threads it may use."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} | torch {torch.__version__}"
-    return f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    name = f"{cpu_model()} | torch {torch.__version__}"
+    return f"{name} | {torch.get_num_threads()} threads" if threads else name
 
 
 def time_candidates(candidates: Mapping[str, Callable[[], object]], device: torch.device,
@@ -85,13 +87,16 @@ def time_candidates(candidates: Mapping[str, Callable[[], object]], device: torc
 
 
 def choose(topic: str, key: Mapping, candidates: Mapping[str, Callable[[], object]], device: torch.device,
-           *, repeats: int = 3, decide: Callable[[dict[str, float]], str] | None = None) -> str:
+           *, repeats: int = 3, decide: Callable[[dict[str, float]], str] | None = None,
+           threads_matter: bool = True) -> str:
     """The name of the candidate chosen for (topic, key) on this machine: cached, else measured now.
 
     ``decide`` turns the timings into a choice (default: the fastest); it lets a caller demand a
-    margin before leaving a safe default. ``key`` must be JSON-serialisable.
+    margin before leaving a safe default. ``key`` must be JSON-serialisable. ``threads_matter=False``
+    shares the choice between thread counts: a choice every DDP rank must agree on is made before
+    Lightning gives each rank its share of the cores.
     """
-    entry = (topic, json.dumps(key, sort_keys=True), machine(device))
+    entry = (topic, json.dumps(key, sort_keys=True), machine(device, threads_matter))
     if entry in _memory:
         return _memory[entry]
     with _exclusive(cache_path().with_suffix(".lock")):

@@ -98,8 +98,10 @@ def auto_precision(device: str) -> tuple[str, str]:
     def decide(seconds):
         return "bf16-mixed" if seconds["32-true"] >= BF16_MARGIN * seconds["bf16-mixed"] else "32-true"
 
+    # Not per thread count: every DDP rank must train in one precision, and rank 0 decides before
+    # Lightning hands each rank its share of the cores (the others read its choice from the cache).
     choice = autotune.choose("training-precision", {"probe": "conv-bn-relu", "margin": BF16_MARGIN}, candidates,
-                             torch.device("cpu"), decide=decide)
+                             torch.device("cpu"), decide=decide, threads_matter=False)
     return choice, (f"{autotune.cpu_model()} has {', '.join(flags)}; a measured conv step in bf16 was "
                     f"{'' if choice == 'bf16-mixed' else 'not '}at least {BF16_MARGIN}x the fp32 step")
 
@@ -123,7 +125,7 @@ def auto_channels_last(device: str, precision_name: str, dims: int) -> bool:
 
     choice = autotune.choose("channels-last", {"dims": dims, "precision": precision_name, "device": device,
                                                "margin": LAYOUT_MARGIN}, candidates, torch.device(device),
-                             decide=decide)
+                             decide=decide, threads_matter=False)
     return choice == "channels_last"
 
 

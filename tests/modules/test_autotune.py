@@ -59,6 +59,22 @@ def test_the_key_names_the_machine_so_another_thread_count_measures_again():
     assert f"{threads} threads" in autotune.machine(CPU) and autotune.cpu_model() in autotune.machine(CPU)
 
 
+def test_a_choice_ranks_must_share_ignores_the_thread_count():
+    # Lightning gives each DDP rank its share of the cores after rank 0 decided the precision: the ranks
+    # must read rank 0's choice, not measure their own.
+    autotune.forget()
+    calls = []
+    candidates = {"only": counting("only", calls)}
+    threads = torch.get_num_threads()
+    autotune.choose("test-topic", {"n": 7}, candidates, CPU, repeats=1, threads_matter=False)
+    try:
+        torch.set_num_threads(threads + 1)
+        autotune.choose("test-topic", {"n": 7}, candidates, CPU, repeats=1, threads_matter=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 2
+
+
 def test_decide_may_demand_a_margin_before_leaving_the_default(monkeypatch):
     autotune.forget()
     monkeypatch.setattr(autotune, "time_candidates", lambda candidates, device, repeats=3: {"safe": 1.0, "bold": 0.9})

@@ -4,6 +4,7 @@ accuracy in bfloat16, and the Non-local block's measured choice between it and S
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from modules import autotune
 from modules.blocks import chunked_attention
@@ -161,3 +162,29 @@ def test_bfloat16_autocast_block_matches_float32(monkeypatch):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 output = block(x)
             torch.testing.assert_close(output.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+class OpRecorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_under_a_dispatch_mode_auto_is_sdpa_and_measures_nothing(monkeypatch):
+    # FLOP counters, shape recorders and fake tensors are dispatch modes: they see the one fused op, and no
+    # timing runs inside them (torch.utils._python_dispatch.is_in_torch_dispatch_mode tells).
+    def must_not_measure(candidates, device, repeats=3):
+        raise AssertionError("measured inside a dispatch mode")
+
+    monkeypatch.setattr(autotune, "time_candidates", must_not_measure)
+    autotune.forget()
+    block = NonLocalBlock(8, dim=2)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    with OpRecorder() as recorder:
+        block(x).sum().backward()
+    assert any("scaled_dot_product" in op for op in recorder.ops)
+    assert not any("mkldnn._linear_pointwise" in op for op in recorder.ops)
