@@ -157,7 +157,8 @@ def main() -> int:
             elapsed = time.perf_counter() - started
             server_cpu = process_cpu_seconds(process.pid) - cpu_before
             switches = context_switches(process.pid) - switches_before
-            stored = httpx.get(f"{url}/jobs", params={"name": "bench-", "limit": 1}, timeout=60).json()["total"]
+            stored = httpx.get(f"{url}/jobs", params={"name": "bench-", "limit": 1}, timeout=60,
+                               headers={"Authorization": f"Bearer {TOKEN}"}).json()["total"]
         finally:
             process.terminate()
             process.wait(timeout=30)

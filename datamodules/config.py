@@ -6,14 +6,42 @@ errors (extra="forbid"), so a typo fails at load time, not after an hour of trai
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from datamodules.formats import FORMAT_NAMES
 
 Split = Literal["train", "val", "test"]
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """One image dataset format: what its reader, the transforms and a search budget need to know."""
+
+    channels: int
+    side: int  # native side of its images (data.image_size resizes)
+    mean: tuple[float, ...]  # normalisation statistics of its training split
+    std: tuple[float, ...]
+    # "module:function"(root: Path) -> ((train images, labels), (test images, labels), class names):
+    # uint8 images (N, H, W) or (N, H, W, C), int64 labels. None: a class-folder tree (ImageFolder).
+    read: str | None = None
+    flip: bool = True  # horizontal flips in training augmentation (a flipped digit is another symbol)
+    download: str | None = None  # the torchvision.datasets class that fetches it when data.download is set
+    default_root: str | None = None  # where it is when data.root is not given; None: data.root is required
+
+
+# data.dataset of `kind: image` -> its format. A new format: its reader function and one entry here.
+IMAGE_FORMATS: dict[str, ImageFormat] = {
+    "fashion_mnist": ImageFormat(1, 28, (0.2860,), (0.3530,), "datamodules.idx:read_fashion_mnist",
+                                 download="FashionMNIST", default_root=FASHION_MNIST_DIR),
+    "mnist": ImageFormat(1, 28, (0.1307,), (0.3081,), "datamodules.idx:read_mnist", flip=False, download="MNIST"),
+    "cifar10": ImageFormat(3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "datamodules.idx:read_cifar10",
+                           download="CIFAR10"),
+    "folder": ImageFormat(3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet statistics
+}
 
 
 class LoaderConfig(BaseModel):
@@ -36,7 +64,7 @@ class ImageDataConfig(LoaderConfig):
     """Images: Fashion-MNIST / MNIST idx files, CIFAR-10 python batches, or a class-folder tree."""
 
     kind: Literal["image"] = "image"
-    dataset: Literal["fashion_mnist", "mnist", "cifar10", "folder"] = "fashion_mnist"
+    dataset: Literal[tuple(IMAGE_FORMATS)] = "fashion_mnist"  # a key of IMAGE_FORMATS
     # fashion_mnist defaults to the Debian package's folder; the others need `root`.
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Seeded share of the training set held out for "
                                 "validation; 0 validates on the test set")
@@ -50,13 +78,25 @@ class ImageDataConfig(LoaderConfig):
 
     @model_validator(mode="after")
     def _root_required(self) -> ImageDataConfig:
-        if self.root is None and self.dataset != "fashion_mnist":
+        if self.root is None and self.format.default_root is None:
             raise ValueError(f"data.root is required for dataset={self.dataset!r}")
         return self
+
+    @property
+    def format(self) -> ImageFormat:
+        return IMAGE_FORMATS[self.dataset]
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one sample, known without reading the data."""
+        side = self.image_size or self.format.side
+        return (self.format.channels, side, side)
 
 
 class VideoDataConfig(LoaderConfig):
     """Video clips decoded with decord (PyAV fallback); datamodules/formats/ lists the dataset layouts."""
+
+    # Required in a config (a `data:` section without `kind` is images); the default serves Python callers.
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.setdefault("required", []).insert(0, "kind"))
 
     kind: Literal["video"] = "video"
     dataset: Literal[FORMAT_NAMES] = Field("auto", description="Layout of the files: folder, manifest, ucf101, "
@@ -126,10 +166,27 @@ class VideoDataConfig(LoaderConfig):
     def jitter_range(self) -> tuple[int, int]:
         return self.scale_jitter or (self.short_side, round(self.short_side * 1.25))
 
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of one clip, known without reading the data."""
+        return (3, self.clip_len, self.crop_size, self.crop_size)
+
     @property
     def clip_span(self) -> int:
         """Frames covered by one clip: (clip_len - 1) * frame_interval + 1."""
         return (self.clip_len - 1) * self.frame_interval + 1
 
 
-DataConfig = Annotated[ImageDataConfig | VideoDataConfig, Field(discriminator="kind")]
+def kind(data: Any) -> Any:
+    """The data kind of a raw or built section; a mapping without `kind` is images, as documented."""
+    if isinstance(data, dict):
+        return data.get("kind", "image")
+    return getattr(data, "kind", "image")
+
+
+# A callable discriminator rather than Field(discriminator="kind"): a tag field must be present, and
+# `kind` is optional (default image), so the schema says so and a config without it is not refused.
+DataConfig = Annotated[Annotated[ImageDataConfig, Tag("image")] | Annotated[VideoDataConfig, Tag("video")],
+                       Discriminator(kind)]
+
+# kind -> its config class: where errors and schemas need the data kinds by name.
+DATA_KINDS: dict[str, type[LoaderConfig]] = {"image": ImageDataConfig, "video": VideoDataConfig}

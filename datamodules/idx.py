@@ -1,4 +1,7 @@
-"""Readers for the two classic offline image formats: MNIST-style idx files and CIFAR-10 pickles."""
+"""Readers for the two classic offline image formats: MNIST-style idx files and CIFAR-10 pickles.
+
+`read_fashion_mnist`, `read_mnist` and `read_cifar10` are the readers `datamodules.config.IMAGE_FORMATS`
+names: root -> ((train images, labels), (test images, labels), class names)."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 # distribution) or torchvision's download layout.
 _IDX_SUBDIRS = ("", "raw", "FashionMNIST/raw", "MNIST/raw")
 CIFAR10_SUBDIRS = ("", "cifar-10-batches-py")
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -83,3 +88,20 @@ def load_cifar10(root: Path, train: bool) -> tuple[np.ndarray, np.ndarray, list[
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
     return np.concatenate(images), np.concatenate(labels), names
+
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+def read_fashion_mnist(root: Path) -> tuple[Split, Split, list[str]]:
+    return load_idx_split(root, "train"), load_idx_split(root, "t10k"), FASHION_MNIST_CLASSES
+
+
+def read_mnist(root: Path) -> tuple[Split, Split, list[str]]:
+    return load_idx_split(root, "train"), load_idx_split(root, "t10k"), [str(digit) for digit in range(10)]
+
+
+def read_cifar10(root: Path) -> tuple[Split, Split, list[str]]:
+    train_x, train_y, names = load_cifar10(root, train=True)
+    test_x, test_y, _ = load_cifar10(root, train=False)
+    return (train_x, train_y), (test_x, test_y), names

@@ -13,19 +13,17 @@ Batches: x float32 (B, C, H, W) normalised with the dataset's mean/std, y int64 
 from __future__ import annotations
 
 from pathlib import Path
+from pkgutil import resolve_name
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from datamodules.config import FASHION_MNIST_DIR, ImageDataConfig
-from datamodules.idx import load_cifar10, load_idx_split
+from datamodules.config import ImageDataConfig
+from datamodules.idx import FASHION_MNIST_CLASSES  # noqa: F401  (re-exported: it lived here)
 from datamodules.loaders import SplitLoaders, make_loader, seeded_subset
-from datamodules.transforms import NATIVE_SIZE, image_transform
-
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot"]
+from datamodules.transforms import image_transform
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
 
@@ -46,7 +44,7 @@ class ImageDataModule(SplitLoaders, pl.LightningDataModule):
     def __init__(self, cfg: ImageDataConfig, seed: int = 0):
         super().__init__()
         self.cfg, self.seed = cfg, seed
-        self.root = Path(cfg.root or FASHION_MNIST_DIR)
+        self.root = Path(cfg.root or cfg.format.default_root)
         self.num_classes: int | None = None
         self.class_names: list[str] | None = None
         self.sample_shape: tuple[int, int, int] | None = None
@@ -57,8 +55,7 @@ class ImageDataModule(SplitLoaders, pl.LightningDataModule):
             return
         from torchvision import datasets  # downloaders only; reading goes through datamodules.idx
 
-        downloader = {"fashion_mnist": datasets.FashionMNIST, "mnist": datasets.MNIST,
-                      "cifar10": datasets.CIFAR10}.get(self.cfg.dataset)
+        downloader = getattr(datasets, self.cfg.format.download) if self.cfg.format.download else None
         if downloader is not None:
             for train in (True, False):
                 downloader(str(self.root), train=train, download=True)
@@ -66,7 +63,7 @@ class ImageDataModule(SplitLoaders, pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        if self.cfg.dataset == "folder":
+        if self.cfg.format.read is None:
             self._setup_folder()
         else:
             self._setup_arrays()
@@ -81,12 +78,7 @@ class ImageDataModule(SplitLoaders, pl.LightningDataModule):
             raise ValueError(f"data.root {self.root} does not exist" + (
                 " (install Debian's dataset-fashion-mnist or point data.root at the idx files)"
                 if self.cfg.dataset == "fashion_mnist" else ""))
-        if self.cfg.dataset == "cifar10":
-            train_x, train_y, names = load_cifar10(self.root, train=True)
-            test_x, test_y, _ = load_cifar10(self.root, train=False)
-        else:
-            (train_x, train_y), (test_x, test_y) = (load_idx_split(self.root, p) for p in ("train", "t10k"))
-            names = FASHION_MNIST_CLASSES if self.cfg.dataset == "fashion_mnist" else [str(i) for i in range(10)]
+        (train_x, train_y), (test_x, test_y), names = resolve_name(self.cfg.format.read)(self.root)
         self.num_classes = int(max(train_y.max(), test_y.max())) + 1
         self.class_names = names[:self.num_classes] if self.num_classes <= len(names) else \
             [str(i) for i in range(self.num_classes)]
@@ -98,7 +90,7 @@ class ImageDataModule(SplitLoaders, pl.LightningDataModule):
         self.datasets["test"] = ArrayImageDataset(test_x, test_y, eval_t)
         self.datasets["val"] = Subset(ArrayImageDataset(train_x, train_y, eval_t), val_idx) if len(val_idx) \
             else self.datasets["test"]
-        side = self.cfg.image_size or NATIVE_SIZE[self.cfg.dataset]
+        side = self.cfg.image_size or self.cfg.format.side
         self.sample_shape = (int(train_x.shape[1]), side, side)
 
     def _holdout(self, count: int, fraction: float) -> tuple[list[int], list[int]]:
@@ -132,7 +124,7 @@ class ImageDataModule(SplitLoaders, pl.LightningDataModule):
             self.datasets["val"] = Subset(eval_view, sorted(order[:held]))
             self.datasets["test"] = Subset(eval_view, test_idx)
         self.class_names, self.num_classes = names, len(names)
-        side = self.cfg.image_size or NATIVE_SIZE["folder"]
+        side = self.cfg.image_size or self.cfg.format.side
         self.sample_shape = (3, side, side)
 
     def _loader(self, split: str, limit: int | None, shuffle: bool) -> DataLoader:

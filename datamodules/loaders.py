@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from datamodules.batch import CollateBatch
 from datamodules.config import LoaderConfig
 
 
@@ -55,7 +56,8 @@ class SkippingDataLoader(DataLoader):
 
 def make_loader(dataset: Dataset, cfg: LoaderConfig, *, seed: int, shuffle: bool, collate_fn=None,
                 drop_last: bool = False, loader_class: type[DataLoader] = DataLoader) -> DataLoader:
-    """A DataLoader with a seeded generator (shuffle order and worker seeds) and the config's workers."""
+    """A DataLoader with a seeded generator (shuffle order and worker seeds) and the config's workers,
+    yielding `datamodules.batch.Batch`es."""
     return loader_class(
         dataset,
         batch_size=cfg.batch_size,
@@ -65,6 +67,6 @@ def make_loader(dataset: Dataset, cfg: LoaderConfig, *, seed: int, shuffle: bool
         persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
         worker_init_fn=worker_init if cfg.num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
-        collate_fn=collate_fn,
+        collate_fn=CollateBatch(collate_fn),
         drop_last=drop_last,
     )

@@ -4,8 +4,10 @@
 file once (worker processes; answers from the probe cache where the file is unchanged) and sorts every
 sample into a usable `VideoRecord` or a `BadSample` saying why not:
 
-- bad files (every sample of the file is bad): `missing`, `empty`, `unreadable` (not a video, no
-  decoder, cut before its index), `decode_error` (found later, while loading), and
+- bad files (every sample of the file is bad): `missing`, `not_a_file` (e.g. a directory named
+  like a video), `empty`, `permission_denied`, `not_video` (no video container signature),
+  `truncated` (an MP4/MOV cut before its index), `unreadable` (any other file the decoder refuses:
+  no decoder for its codec, damage), `decode_error` (found later, while loading), and
   `length_mismatch` — the decodable length is short of what the header promises (a partly written
   or partly downloaded file; see datamodules/video_backend.py);
 - bad segments (one manifest line): `segment_empty` (its end is not after its start) and
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
+from datamodules.file_kinds import content_problem
 from datamodules.formats import read_splits
 from datamodules.manifest import VideoEntry
 from datamodules.probe_cache import ProbeCache
@@ -35,7 +38,8 @@ from datamodules.video_backend import VideoInfo, VideoReadError, get_backend
 
 log = logging.getLogger(__name__)
 
-FILE_REASONS = ("missing", "empty", "unreadable", "decode_error", "length_mismatch")
+FILE_REASONS = ("missing", "not_a_file", "empty", "permission_denied", "not_video", "truncated", "unreadable",
+                "decode_error", "length_mismatch")
 SEGMENT_REASONS = ("segment_empty", "segment_past_end")
 # Listed but never downloaded (Kinetics loses videos to YouTube every month): counted, but not held
 # against data.max_bad_fraction, which is about files that are there and broken.
@@ -114,7 +118,8 @@ def _probe(path: str, backend_name: str, threads: int) -> VideoInfo | tuple[str,
     try:
         return get_backend(backend_name, threads).probe(path)
     except VideoReadError as error:
-        return error.reason, error.detail
+        refined = content_problem(path) if error.reason == "unreadable" else None
+        return refined or error.reason, error.detail
 
 
 def probe_files(paths: list[str], backend_name: str, threads: int = 1, use_cache: bool = True,

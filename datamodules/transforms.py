@@ -14,14 +14,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-# Per-dataset normalisation statistics (training split) and native image sides.
-IMAGE_STATS = {
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "folder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
-}
-NATIVE_SIZE = {"fashion_mnist": 28, "mnist": 28, "cifar10": 32, "folder": 224}
+from datamodules.config import IMAGE_FORMATS
 
 
 def _normalise(mean, std) -> list:
@@ -33,12 +26,13 @@ def image_transform(dataset: str, *, train: bool, augment: bool = True, size: in
 
     Training augmentation: Fashion-MNIST and CIFAR-10 random crop with 4-pixel padding + flip;
     MNIST crop only (a flipped digit is another symbol); folder datasets random-resized crop + flip.
+    Statistics, native size and flipping come from the dataset's `IMAGE_FORMATS` entry.
     """
-    mean, std = IMAGE_STATS[dataset]
-    native = NATIVE_SIZE[dataset]
+    image_format = IMAGE_FORMATS[dataset]
+    mean, std, native = image_format.mean, image_format.std, image_format.side
     size = size or native
     steps: list = [v2.ToImage()]
-    if dataset == "folder":
+    if image_format.read is None:  # photographs in class folders: ImageNet's pipeline
         if train and augment:
             steps += [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
         else:
@@ -48,7 +42,7 @@ def image_transform(dataset: str, *, train: bool, augment: bool = True, size: in
         steps.append(v2.Resize(size, antialias=True))
     if train and augment:
         steps.append(v2.RandomCrop(size, padding=size // 7))  # 4 px at 28-32 px
-        if dataset != "mnist":
+        if image_format.flip:
             steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps + _normalise(mean, std))
 

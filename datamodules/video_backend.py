@@ -29,6 +29,8 @@ from typing import Protocol
 
 import numpy as np
 
+from datamodules.file_kinds import access_problem
+
 # Frames further apart than this are reached by seeking (to the previous keyframe) rather than by
 # decoding forward; below it, decoding forward costs at most as much as a seek would.
 _SEEK_GAP = 48
@@ -81,11 +83,11 @@ class VideoBackend(Protocol):
 
 
 def check_file(path: str) -> None:
-    """Cheap checks before handing a file to a decoder (which would report them less clearly)."""
-    if not os.path.isfile(path):
-        raise VideoReadError(path, "missing")
-    if os.path.getsize(path) == 0:
-        raise VideoReadError(path, "empty")
+    """Cheap checks before handing a file to a decoder (which would report them less clearly):
+    missing, not_a_file, empty, permission_denied (datamodules/file_kinds.py)."""
+    problem = access_problem(path)
+    if problem is not None:
+        raise VideoReadError(path, problem)
 
 
 def _duration_tag(value: str | None) -> float | None:

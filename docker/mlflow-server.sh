@@ -1,6 +1,6 @@
 #!/bin/sh
 # Start `mlflow server` for the compose stack from environment variables (see docker/env.example):
-#   MLFLOW_BACKEND_STORE_URI     postgresql://user:password@postgres:5432/mlflow
+#   MLFLOW_BACKEND_STORE_URI     postgresql+psycopg2://user:password@postgres:5432/mlflow
 #   MLFLOW_ARTIFACTS_DESTINATION s3://bucket/ (MinIO; MLFLOW_S3_ENDPOINT_URL and AWS_* credentials)
 #   MLFLOW_ALLOWED_HOSTS         Host headers accepted (mlflow 3.x rejects others, DNS-rebinding guard)
 #   MLFLOW_AUTH_ADMIN_PASSWORD   non-empty = basic auth on (`--app-name basic-auth`), admin created
@@ -8,8 +8,16 @@
 # Artifacts are served through this server (--serve-artifacts), so clients need no S3 credentials.
 set -eu
 
-: "${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI (postgresql://...)}"
+: "${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI (postgresql+psycopg2://...)}"
 : "${MLFLOW_ARTIFACTS_DESTINATION:?set MLFLOW_ARTIFACTS_DESTINATION (s3://bucket/)}"
+# SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which this image does not have: say so now
+# rather than crash-loop on an import error.
+case "$MLFLOW_BACKEND_STORE_URI" in
+  postgresql://* | postgres://*)
+    echo "MLFLOW_BACKEND_STORE_URI must name its driver: postgresql+psycopg2://... (the driver this image has)" >&2
+    exit 2
+    ;;
+esac
 
 set -- --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
   --serve-artifacts --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from modules.families import FAMILIES
+
 ALL = "all"
 
 PRESETS: dict[str, dict[str, list[int] | str]] = {
@@ -40,8 +42,8 @@ PRESETS: dict[str, dict[str, list[int] | str]] = {
 
 # Used when a block kind is given without a placement: the configuration each paper reports as its
 # main model (NL: 5 blocks, Table 2c / §5.1; SE: every block, "SE-ResNet-50"; self-attention: the
-# res4 3×3 convs, the cheapest stage that still sees a sizeable feature map).
-DEFAULT_PRESETS = {"nonlocal": "nl-5", "se": "se-all", "selfattn": "sa-stage4"}
+# res4 3×3 convs, the cheapest stage that still sees a sizeable feature map). Declared per family.
+DEFAULT_PRESETS = {name: family.default_preset for name, family in FAMILIES.items()}
 
 
 def default_preset(block: str) -> str:

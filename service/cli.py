@@ -11,12 +11,13 @@ import argparse
 import importlib
 import sys
 
-# Layer order follows DESIGN.md: training (train, demo, registry, data) -> tuning (tune) -> service.
+# In layer order (docs/contracts.md): training (train, demo, registry, data) -> tuning (tune) -> service.
 COMMAND_MODULES = [
     "training.cli",
     "training.data_check",
     "tuning.cli",
     "service.commands",
+    "service.user_commands",
 ]
 
 

@@ -57,6 +57,24 @@ class Client:
     def set_alias(self, name: str, alias: str, version: str) -> dict:
         return self._call("PUT", f"/models/{name}/aliases/{alias}", json={"version": version})
 
+    def me(self) -> dict:
+        return self._call("GET", "/users/me")
+
+    def users(self) -> list[dict]:
+        return self._call("GET", "/users")
+
+    def create_user(self, name: str, role: str = "user") -> dict:
+        return self._call("POST", "/users", json={"name": name, "role": role})
+
+    def issue_token(self, name: str) -> dict:
+        return self._call("POST", f"/users/{name}/token")
+
+    def revoke_user(self, name: str) -> dict:
+        return self._call("POST", f"/users/{name}/revoke")
+
+    def audit(self, **filters: Any) -> dict:
+        return self._call("GET", "/audit", params={k: v for k, v in filters.items() if v is not None})
+
     def health(self) -> dict:
         return self._call("GET", "/health")
 

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+PIPED_WIDTH = 400  # columns of piped output: room for the longest name (128) and a run id (32) on one line
 STATE_STYLES = {"QUEUED": "cyan", "RUNNING": "yellow", "SUCCEEDED": "green", "FAILED": "red",
                 "CANCELLED": "magenta"}
 
@@ -106,9 +107,12 @@ def _client(args: argparse.Namespace):
 
 
 def _console():
+    """(stdout, stderr) consoles; piped or captured output is not squeezed into 80 columns."""
     from rich.console import Console
 
-    return Console(), Console(stderr=True)
+    out, err = Console(), Console(stderr=True)
+    return (out if out.is_terminal else Console(width=PIPED_WIDTH),
+            err if err.is_terminal else Console(stderr=True, width=PIPED_WIDTH))
 
 
 def _guarded(run):
@@ -129,18 +133,12 @@ def _guarded(run):
 
 @_guarded
 def run_submit(args: argparse.Namespace) -> int:
-    import yaml
-
-    from training.config import ConfigError, apply_override
+    from training.config import ConfigError, read_raw_config
 
     out, err = _console()
     try:
-        raw = yaml.safe_load(args.config.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{args.config}: expected a mapping at the top level")
-        for override in args.overrides:
-            apply_override(raw, override)
-    except (OSError, yaml.YAMLError, ConfigError) as error:
+        raw = read_raw_config(args.config, args.overrides)  # errors name the file, as `attnlab train` does
+    except (OSError, ConfigError) as error:
         err.print(f"[red]error:[/red] {error}", highlight=False)
         return 2
     client = _client(args)
@@ -161,12 +159,13 @@ def run_list(args: argparse.Namespace) -> int:
     page = _client(args).jobs(state=args.state, kind=args.kind, name=args.name, limit=args.limit,
                               offset=args.offset)
     table = Table(box=None, header_style="bold")
-    for column in ("ID", "KIND", "NAME", "STATE", "ATTEMPTS", "CREATED", "DURATION", "MLFLOW RUN", "MODEL"):
-        table.add_column(column, no_wrap=column in ("ID", "STATE", "CREATED"))
+    for column in ("ID", "KIND", "NAME", "STATE", "ATTEMPTS", "CREATED", "DURATION", "MLFLOW RUN", "MODEL", "OWNER"):
+        # A narrow terminal folds long names and run ids onto more lines rather than cutting them off.
+        table.add_column(column, no_wrap=column in ("ID", "STATE", "CREATED"), overflow="fold")
     for job in page["items"]:
         model = f"{job['registered_model']} v{job['model_version']}" if job["model_version"] else ""
         table.add_row(str(job["id"]), job["kind"], job["name"], _state(job["state"]), str(job["attempts"]),
-                      _time(job["created_at"]), _duration(job), job["mlflow_run_id"] or "", model)
+                      _time(job["created_at"]), _duration(job), job["mlflow_run_id"] or "", model, job["owner"])
     out.print(table)
     shown = len(page["items"])
     out.print(f"{shown} of {page['total']} jobs" + (f" (from {args.offset})" if args.offset else ""), style="dim")
@@ -182,7 +181,8 @@ def run_show(args: argparse.Namespace) -> int:
     facts = Table(box=None, show_header=False)
     facts.add_column(style="bold")
     facts.add_column()
-    rows = [("id", str(job["id"])), ("kind", job["kind"]), ("name", job["name"]), ("state", _state(job["state"])),
+    rows = [("id", str(job["id"])), ("kind", job["kind"]), ("name", job["name"]), ("owner", job["owner"]),
+            ("state", _state(job["state"])),
             ("attempts", str(job["attempts"])), ("created", _time(job["created_at"])),
             ("started", _time(job["started_at"])), ("finished", _time(job["finished_at"])),
             ("duration", _duration(job)), ("mlflow run", job["mlflow_run_id"] or "-"),

@@ -1,7 +1,7 @@
 """Checks a submitted config must pass beyond its schema: every path stays inside a configured root.
 
 Data paths (`data.root`, `data.manifests.*`, `data.annotations`, also as values of a search space) must resolve inside one of `settings.data_roots`
-(a relative path is looked up under each root, as DESIGN.md's `root: data/fashion-mnist` intends);
+(a relative path is looked up under each root: `root: fashion-mnist` is `<data root>/fashion-mnist`);
 output paths (any `*_path` / `*_dir` field) inside `settings.output_root`. Resolution follows
 symlinks, so a link pointing out of a root is refused like `..` is. The stored config carries the
 resolved absolute paths, so the job reads exactly what was checked. Jobs log to the service's

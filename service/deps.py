@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the running service's parts and the bearer-token check.
+"""FastAPI dependencies: the running service's parts (who is calling: service/auth.py).
 
 Routes declare what they need as `Annotated[..., Depends(...)]`; tests swap any of these through
 `app.dependency_overrides`. They are `async def` although they never await: FastAPI runs sync
@@ -7,19 +7,19 @@ dependencies in its thread pool, and five thread hops per request dominated subm
 
 from __future__ import annotations
 
-import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 
+from service.audit import AuditLog
 from service.mlflow_ui import MlflowUI
 from service.settings import Settings
 from service.store import JobStore
 from service.supervisor import Supervisor
 from service.tracking import TrackingReader
+from service.users import UserStore
 
 
 @dataclass
@@ -30,9 +30,11 @@ class Services:
     store: JobStore
     supervisor: Supervisor
     tracking: TrackingReader
-    token: str
+    token: str  # the service token: the bootstrap admin's
+    users: UserStore
+    audit: AuditLog
     mlflow_ui: MlflowUI | None = None
-    mlflow_ui_url: str | None = None  # set once the UI answers
+    mlflow_ui_url: str | None = None  # where the UI this service starts answers (mlflow_ui.ready: once it does)
     # Set once the model checker and the tracking store are warm: requests before it are served,
     # just slower (the first submission may wait for the checker to import torch).
     warmed_up: threading.Event = field(default_factory=threading.Event)
@@ -58,23 +60,8 @@ async def get_supervisor(services: Annotated[Services, Depends(get_services)]) -
     return services.supervisor
 
 
-_bearer = HTTPBearer(auto_error=False, description="the service token (ATTNLAB_TOKEN or <home>/token)")
-
-
-async def require_token(services: Annotated[Services, Depends(get_services)],
-                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """Mutating routes need `Authorization: Bearer <token>`; 401 otherwise."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token (Authorization header)",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if not secrets.compare_digest(credentials.credentials.encode(), services.token.encode()):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 TrackingDep = Annotated[TrackingReader, Depends(get_tracking)]
 SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
-Authorized = Depends(require_token)

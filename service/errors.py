@@ -14,38 +14,60 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datamodules.config import DATA_KINDS
 from service.configs import ConfigRejected
+from service.methods import allowed_methods
 from service.store import IdempotencyConflict
-from service.tracking import NotFound
+from service.yaml_body import LINES_KEY, line_of
+from training.tracking import NotFound
 
 log = logging.getLogger("attnlab.service")
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
 
 
-def _field_errors(status_code: int, errors: list[dict]) -> JSONResponse:
+def _field_errors(status_code: int, errors: list[dict], yaml_lines: dict | None = None) -> JSONResponse:
+    """`yaml_lines` (a YAML submission's key lines): each item also gets the `line` of its field."""
     detail = [{"loc": [str(part) for part in error["loc"]], "msg": error["msg"], "type": error["type"]}
               for error in errors]
-    message = "; ".join(f"{'.'.join(_shown(item['loc']))}: {item['msg']}" for item in detail)
+    if yaml_lines is not None:
+        for item, error in zip(detail, errors):
+            if (line := line_of(yaml_lines, tuple(error["loc"]))) is not None:
+                item["line"] = line
+    message = "; ".join(f"{'.'.join(_shown(item['loc']))}: {item['msg']}"
+                        + (f" (line {item['line']})" if "line" in item else "") for item in detail)
     return JSONResponse({"detail": detail, "message": message}, status_code=status_code)
 
 
 def _shown(loc: list[str]) -> list[str]:
-    # "body" is transport, and discriminated unions add their tag ("image") to the path.
-    return [part for part in loc[1:] if part not in ("image", "video")] if loc[:1] == ["body"] else loc
+    # "body" is transport (but names the place when nothing inside it is at fault), and discriminated
+    # unions add their tag ("image") to the path.
+    if loc[:1] != ["body"]:
+        return loc
+    return [part for part in loc[1:] if part not in DATA_KINDS] or ["body"]
 
 
 def _clean(message: str) -> str:
     return message.removeprefix("Value error, ")
 
 
-async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
-    errors = [{"loc": item.get("loc", ()), "msg": _clean(str(item.get("msg", ""))), "type": item.get("type", "")}
-              for item in error.errors()]
-    return _field_errors(status.HTTP_422_UNPROCESSABLE_CONTENT, errors)
+def _readable(item: dict) -> dict:
+    """pydantic's error item with the union-tag jargon replaced by the field and its allowed values."""
+    loc, message, kind = tuple(item.get("loc", ())), _clean(str(item.get("msg", ""))), item.get("type", "")
+    if kind == "union_tag_invalid":
+        context = item.get("ctx", {})
+        loc += (str(context.get("discriminator", "kind")).strip("'").removesuffix("()"),)
+        message = f"{context.get('tag')!r} is not one of {str(context.get('expected_tags', '')).replace(chr(39), '')}"
+    return {"loc": loc, "msg": message, "type": kind}
 
 
-async def _config_rejected(_request: Request, error: ConfigRejected) -> JSONResponse:
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return _field_errors(status.HTTP_422_UNPROCESSABLE_CONTENT, [_readable(item) for item in error.errors()],
+                         request.scope.get(LINES_KEY))
+
+
+async def _config_rejected(request: Request, error: ConfigRejected) -> JSONResponse:
     errors = [{"loc": ("body", "config", *error.loc), "msg": error.message, "type": "config_rejected"}]
-    return _field_errors(status.HTTP_422_UNPROCESSABLE_CONTENT, errors)
+    return _field_errors(status.HTTP_422_UNPROCESSABLE_CONTENT, errors, request.scope.get(LINES_KEY))
 
 
 async def _conflict(_request: Request, error: IdempotencyConflict) -> JSONResponse:
@@ -57,9 +79,18 @@ async def _not_found(_request: Request, error: NotFound) -> JSONResponse:
     return JSONResponse({"detail": str(error), "message": str(error)}, status_code=status.HTTP_404_NOT_FOUND)
 
 
-async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    if error.status_code == status.HTTP_400_BAD_REQUEST and error.detail == FASTAPI_BODY_ERROR:
+        # FastAPI's answer to a body it could not decode (e.g. not UTF-8): a 422 like every other bad body.
+        cause = error.__cause__
+        problem = f"not a UTF-8 JSON document ({type(cause).__name__}: {cause})" if cause else "not a JSON document"
+        errors = [{"loc": ("body",), "msg": problem, "type": "body_undecodable"}]
+        return _field_errors(status.HTTP_422_UNPROCESSABLE_CONTENT, errors)
+    headers = error.headers
+    if error.status_code == status.HTTP_405_METHOD_NOT_ALLOWED and (methods := allowed_methods(request.scope)):
+        headers = {**(headers or {}), "Allow": ", ".join(methods)}
     return JSONResponse({"detail": error.detail, "message": str(error.detail)}, status_code=error.status_code,
-                        headers=error.headers)
+                        headers=headers)
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:

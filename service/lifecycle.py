@@ -12,6 +12,7 @@ import gc
 import logging
 import threading
 
+from service.audit import AuditLog
 from service.deps import Services
 from service.model_checker import CHECKER
 from service.mlflow_ui import MlflowUI
@@ -21,6 +22,7 @@ from service.settings import Settings
 from service.store import JobStore
 from service.supervisor import Supervisor
 from service.tracking import TrackingReader
+from service.users import UserStore
 from training.config import ModelConfig
 
 log = logging.getLogger("attnlab.service")
@@ -33,17 +35,24 @@ def say(message: str) -> None:
 def start_services(settings: Settings) -> Services:
     settings.home.mkdir(parents=True, exist_ok=True)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    CHECKER.idle_seconds = settings.model_checker_idle_seconds or None
     store = JobStore(settings.database_url)
     tracking = TrackingReader(settings.tracking_uri)
     tracking_ready = threading.Event()
-    supervisor = Supervisor(settings, store, make_runner(settings), tracking, ready=tracking_ready.is_set)
     ui = MlflowUI(settings) if settings.embedded_tracking and settings.mlflow_ui else None
+    supervisor = Supervisor(settings, store, make_runner(settings), tracking, ready=tracking_ready.is_set,
+                            mlflow_ui_url=ui.url if ui else None)
     services = Services(settings=settings, store=store, supervisor=supervisor, tracking=tracking,
-                        token=settings.bearer_token(), mlflow_ui=ui)
+                        token=settings.bearer_token(), users=UserStore(store.engine), audit=AuditLog(store.engine),
+                        mlflow_ui=ui, mlflow_ui_url=ui.url if ui else None)
     token_source = "ATTNLAB_TOKEN" if settings.token else str(settings.home / "token")
-    say(f"attnlab API: {settings.service_url}  (docs {settings.service_url}/docs; token from {token_source})")
+    say(f"attnlab API: {settings.service_url}  (web page {settings.service_url}/, docs {settings.service_url}/docs; "
+        f"admin token from {token_source}{'; reads open to anyone' if settings.open_reads else ''})")
     say(f"MLflow tracking: {redact(settings.tracking_uri)}")
-
+    if ui is not None:
+        say(f"MLflow UI: {ui.url}  (starting: the first start takes 20-40 s)")
+        if ui.exposure_warning():
+            say(ui.exposure_warning())
     if ui is not None:
         # Migrate the store before `mlflow server` opens it; both in this (main) thread, which
         # lives as long as the service, so the UI's parent-death signal fires only when we exit.
@@ -59,8 +68,7 @@ def start_services(settings: Settings) -> Services:
         gc.freeze()
         services.warmed_up.set()
         if ui is not None and ui.wait_ready():
-            services.mlflow_ui_url = ui.url
-            say(f"MLflow UI: {ui.url}")
+            say(f"MLflow UI ready: {ui.url}")
         elif ui is not None:
             say(f"MLflow UI did not start; see {ui.log_path}")
 

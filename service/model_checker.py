@@ -21,11 +21,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ModelChecker:
-    """The helper process; restarted on next use if it died. Thread-safe (one question at a time)."""
+    """The helper process; restarted on next use if it died. Thread-safe (one question at a time).
 
-    def __init__(self) -> None:
+    With torch loaded it holds ~650 MB, as much as the API and the MLflow UI together, so it exits
+    after `idle_seconds` without a question (None: never) and starts again (a few seconds) on the next.
+    """
+
+    def __init__(self, idle_seconds: float | None = None) -> None:
+        self.idle_seconds = idle_seconds
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._idle_timer: threading.Timer | None = None
 
     def _ensure_started(self) -> subprocess.Popen:
         if self._process is None or self._process.poll() is not None:
@@ -37,6 +43,7 @@ class ModelChecker:
 
     def problems(self, model_json: str) -> tuple[str, ...]:
         with self._lock:
+            self._stop_idle_timer()
             process = self._ensure_started()
             try:
                 process.stdin.write(json.dumps(model_json) + "\n")
@@ -47,18 +54,38 @@ class ModelChecker:
             if not answer:
                 self._process = None
                 raise RuntimeError("the model checker process ended; see the service log")
+            if self.idle_seconds is not None:
+                self._idle_timer = threading.Timer(self.idle_seconds, self._expire)
+                self._idle_timer.daemon = True
+                self._idle_timer.start()
             return tuple(json.loads(answer))
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._idle_timer is not threading.current_thread():  # a question came in meanwhile
+                return
+            self._idle_timer = None
+            self._stop_process()
 
     def close(self) -> None:
         with self._lock:
-            if self._process is not None and self._process.poll() is None:
-                self._process.stdin.close()  # it exits at end of input; it may still be importing
-                try:
-                    self._process.wait(timeout=1)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    self._process.wait()
-            self._process = None
+            self._stop_idle_timer()
+            self._stop_process()
+
+    def _stop_process(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.stdin.close()  # it exits at end of input; it may still be importing
+            try:
+                self._process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
 
 
 CHECKER = ModelChecker()

@@ -23,8 +23,14 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path("~/.attnlab"), description="state folder (ATTNLAB_HOME)")
     # Job table; any SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@db/attnlab. None = SQLite in home.
     database_url: str | None = None
-    # Bearer token for mutating routes. None = generated once and kept in <home>/token (mode 0600).
+    # The service token: the bootstrap admin's (service/users.py). None = generated once and kept in
+    # <home>/token (mode 0600), which the `attnlab` client on this machine reads by itself.
     token: SecretStr | None = None
+    # Read routes (jobs, logs, models) answer without a token, as the viewer "anonymous": for a
+    # single-user laptop. Changing anything still needs a token.
+    open_reads: bool = False
+    # Queued jobs one `user` may have at once (admins are not bounded), so no one floods the queue.
+    max_queued_per_user: int = Field(default=20, ge=1)
     # Dataset paths in job configs must resolve inside one of these. Env: JSON list or os.pathsep-separated.
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     # Output/checkpoint paths in job configs must resolve inside this. None = <home>/outputs.
@@ -36,12 +42,18 @@ class Settings(BaseSettings):
     ray_token: SecretStr | None = None  # token for a Ray cluster started with token auth
     mlflow_tracking_uri: str | None = None  # None = sqlite:///<home>/mlflow.db, and `serve` starts its UI
     mlflow_ui_port: int = 5000
+    # The MLflow UI has no login of its own: it listens on loopback unless this says otherwise (put an
+    # authenticating proxy in front before widening it; docs/deployment.md).
+    mlflow_ui_host: str = "127.0.0.1"
     mlflow_ui: bool = True  # start `mlflow server` on the embedded store
     host: str = "127.0.0.1"
     port: int = 8000
     url: str | None = None  # where the `attnlab jobs` client finds the service; None = http://host:port
     max_request_bytes: int = Field(default=1_000_000, gt=0)
     access_log: bool = True  # uvicorn's line per request
+    # The config checker (a helper process with torch, ~650 MB) exits after this many idle seconds and
+    # starts again on the next submission (a few seconds); 0 = keep it running.
+    model_checker_idle_seconds: float = Field(default=60.0, ge=0)
 
     @field_validator("data_roots", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Index,
     Integer,
     String,
     Text,
@@ -27,12 +29,19 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, sessionmaker
+
+
+# Jobs from before owners were recorded belong to the service token's user (service/users.py).
+DEFAULT_OWNER = "admin"
 
 
 class JobState(str, enum.Enum):
@@ -97,16 +106,23 @@ class Job(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     registered_model: Mapped[str | None] = mapped_column(String(256))
     model_version: Mapped[str | None] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(64))  # the submitter (service/users.py)
+
+    __table_args__ = (Index("ix_jobs_owner_state", "owner", "state"),)
 
 
 @dataclass(frozen=True)
 class JobPage:
-    items: list[Job]
+    items: list  # rows with every column of Job as an attribute but `config` (read it with get())
     total: int
 
 
 class IdempotencyConflict(Exception):
-    """The idempotency key was first used with a different request body."""
+    """The idempotency key was first used with a different request body (or by another submitter)."""
+
+
+class QueueFull(Exception):
+    """The submitter already has as many queued jobs as allowed."""
 
 
 def request_hash(kind: str, config: dict[str, Any]) -> str:
@@ -142,7 +158,8 @@ class JobStore:
 
     def __init__(self, url: str):
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
+        Base.metadata.create_all(self.engine, tables=[Job.__table__])
+        _add_owner_column(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._insert = insert(Job)
 
@@ -158,24 +175,37 @@ class JobStore:
 
     # ---- submission -------------------------------------------------------------------------
 
-    def submit(self, kind: JobKind, name: str, config: dict[str, Any],
-               idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """Queue a job; returns (job, created). A known key returns its job with created=False."""
+    def submit(self, kind: JobKind, name: str, config: dict[str, Any], idempotency_key: str | None = None,
+               owner: str | None = None, max_queued: int | None = None,
+               also: Callable[[Connection, int], None] | None = None) -> tuple[Job, bool]:
+        """Queue a job; returns (job, created). A known key returns its job with created=False.
+
+        `max_queued`: QueueFull when `owner` already has that many QUEUED jobs. The count and the
+        insert are not one transaction: the API calls this from its event loop only, one at a time.
+        `also(connection, job_id)` writes more in the insert's transaction (the audit entry: one commit)."""
         digest = request_hash(kind.value, config)
+        if max_queued is not None and self.count_queued(owner) >= max_queued:
+            existing = self._by_key(idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise QueueFull(f"{owner or 'admin'} already has {max_queued} queued jobs, the most allowed "
+                                "(ATTNLAB_MAX_QUEUED_PER_USER); wait for some to start, or cancel some")
+            return self._check_same(existing, digest, owner), False
         values = {"kind": kind.value, "name": name, "config": config, "idempotency_key": idempotency_key,
                   "request_hash": digest, "state": JobState.QUEUED.value, "created_at": utcnow(),
-                  "attempts": 0, "cancel_requested": False}
+                  "attempts": 0, "cancel_requested": False, "owner": owner}
         try:
             # One Core INSERT of a prebuilt statement (no ORM unit of work, no per-call cache key over
             # the values): submissions are the hot path under load.
             with self.engine.begin() as connection:
                 job_id = connection.execute(self._insert, values).inserted_primary_key[0]
+                if also is not None:
+                    also(connection, job_id)
         except IntegrityError:
             # The key is known (or two requests with one key raced and the other insert won).
             existing = self._by_key(idempotency_key) if idempotency_key else None
             if existing is None:
                 raise
-            return self._check_same(existing, digest), False
+            return self._check_same(existing, digest, owner), False
         return Job(id=job_id, **values), True
 
     def _by_key(self, key: str) -> Job | None:
@@ -183,7 +213,9 @@ class JobStore:
             return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
 
     @staticmethod
-    def _check_same(job: Job, digest: str) -> Job:
+    def _check_same(job: Job, digest: str, owner: str | None) -> Job:
+        if (job.owner or DEFAULT_OWNER) != (owner or DEFAULT_OWNER):  # never hand one submitter's job to another
+            raise IdempotencyConflict("idempotency_key was already used by another submitter; choose another")
         if job.request_hash != digest:
             raise IdempotencyConflict(
                 f"idempotency_key was already used for job {job.id} with a different config")
@@ -196,9 +228,11 @@ class JobStore:
             return session.get(Job, job_id)
 
     def list(self, *, state: JobState | None = None, kind: JobKind | None = None,
-             name: str | None = None, limit: int = 50, offset: int = 0) -> JobPage:
-        """Newest first, filtered; `name` matches a prefix of the run name."""
+             name: str | None = None, owner: str | None = None, limit: int = 50, offset: int = 0) -> JobPage:
+        """Newest first, filtered; `name` matches a prefix of the run name, `owner` the submitter."""
         conditions = []
+        if owner is not None:
+            conditions.append(Job.owner == owner)
         if state is not None:
             conditions.append(Job.state == state.value)
         if kind is not None:
@@ -206,10 +240,12 @@ class JobStore:
         if name:
             escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             conditions.append(Job.name.like(f"{escaped}%", escape="\\"))
-        with self._sessions() as session:
-            total = session.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
-            items = session.scalars(select(Job).where(*conditions).order_by(Job.id.desc())
-                                    .limit(limit).offset(offset)).all()
+        # Plain rows without the config, not ORM objects: a page of 500 loads in ~2 ms instead of ~25 ms.
+        listed = [column for column in Job.__table__.columns if column.name != "config"]
+        with self.engine.connect() as connection:
+            total = connection.scalar(select(func.count()).select_from(Job).where(*conditions)) or 0
+            items = connection.execute(select(*listed).where(*conditions).order_by(Job.id.desc())
+                                       .limit(limit).offset(offset)).all()
         return JobPage(items=list(items), total=total)
 
     def in_state(self, state: JobState, limit: int | None = None) -> list[Job]:
@@ -219,6 +255,23 @@ class JobStore:
             if limit is not None:
                 query = query.limit(limit)
             return list(session.scalars(query).all())
+
+    def launchable(self, limit: int) -> list[Job]:
+        """Queued jobs, oldest first, whose run name no running job of the same kind is training:
+        a run name has one writer at a time (its checkpoints, its MLflow run), so a second job of
+        that name waits in the queue and then resumes, or reports, what the first left."""
+        running = aliased(Job)
+        busy = (select(running.id).where(running.state == JobState.RUNNING.value, running.kind == Job.kind,
+                                         running.name == Job.name).exists())
+        with self._sessions() as session:
+            query = select(Job).where(Job.state == JobState.QUEUED.value, ~busy).order_by(Job.id).limit(limit)
+            return list(session.scalars(query).all())
+
+    def count_queued(self, owner: str | None) -> int:
+        with self._sessions() as session:
+            return session.scalar(select(func.count()).select_from(Job).where(
+                Job.owner == owner if owner is not None else Job.owner.is_(None),
+                Job.state == JobState.QUEUED.value)) or 0
 
     def count(self, state: JobState) -> int:
         with self._sessions() as session:
@@ -263,3 +316,14 @@ class JobStore:
         if values:
             with self._sessions.begin() as session:
                 session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def _add_owner_column(engine) -> None:
+    """Job tables made before jobs had owners get the column; their jobs become the admin's."""
+    if "owner" in {column["name"] for column in inspect(engine).get_columns("jobs")}:
+        return
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE jobs ADD COLUMN owner VARCHAR(64)"))
+        connection.execute(update(Job).values(owner=DEFAULT_OWNER))
+    next(index for index in Job.__table__.indexes if index.name == "ix_jobs_owner_state").create(engine,
+                                                                                                   checkfirst=True)

@@ -4,13 +4,15 @@ Only this thread talks to the runner, so launching, polling and cancelling never
 safety comes from the job table alone: after a restart, a RUNNING job whose attempt is still alive
 is re-adopted through its stored handle; one whose attempt vanished (LOST) is launched again with
 the same command and run name, so training resumes from its last checkpoint (attempt + 1, up to
-`settings.max_attempts`); QUEUED jobs simply wait for their slot. A finished job is never launched.
+`settings.max_attempts`); QUEUED jobs simply wait for their slot, and a job whose run name a running
+job is training waits for that job to end (one writer per run). A finished job is never launched.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,9 +21,14 @@ from service.runners import JobRunner, RunnerJob, RunnerState
 from service.settings import Settings
 from service.store import Job, JobState, JobStore
 from service.tracking import TrackingReader
+from training.tracking import UI_URL_ENV
 
 log = logging.getLogger("attnlab.service")
 
+# A cancelled attempt gets SIGTERM, then SIGKILL after the runner's grace (10 s locally); past this,
+# its MLflow run is marked KILLED even if the runner still reports it running.
+KILLED_MARK_WAIT_SECONDS = 30.0
+KILLED_MARK_RETRY_SECONDS = 300.0
 RUNNER_TO_JOB_STATE = {RunnerState.SUCCEEDED: JobState.SUCCEEDED, RunnerState.FAILED: JobState.FAILED,
                        RunnerState.CANCELLED: JobState.CANCELLED}
 
@@ -44,13 +51,18 @@ def tail(path: Path, lines: int = 5) -> str:
 
 class Supervisor:
     def __init__(self, settings: Settings, store: JobStore, runner: JobRunner, tracking: TrackingReader,
-                 ready: Callable[[], bool] = lambda: True):
+                 ready: Callable[[], bool] = lambda: True, mlflow_ui_url: str | None = None):
         self.settings = settings
+        self.mlflow_ui_url = mlflow_ui_url  # told to jobs, so their logs point at this UI
         self.store = store
         self.runner = runner
         self.tracking = tracking
         self.ready = ready  # launches wait for this (e.g. the MLflow UI finished migrating the store)
         self.runner_name = type(runner).__name__
+        # Cancelled attempts whose process may still be ending: job id -> (job, handle, deadline).
+        # Their MLflow runs are marked KILLED once the process is gone, so its own last write (a
+        # FAILED on SIGTERM) cannot overwrite it.
+        self._ending: dict[int, tuple[Job, str, float]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._slot_free = True  # after the last pass; a new submission only wakes the loop when True
@@ -97,12 +109,17 @@ class Supervisor:
     def run_once(self) -> None:
         for job in self.store.in_state(JobState.RUNNING):
             self._watch(job)
+        self._mark_cancelled_runs()
         if not self.ready():
             return
         free = self.settings.slots - self.store.count(JobState.RUNNING)
         if free > 0:
-            for job in self.store.in_state(JobState.QUEUED, limit=free):
+            started: set[tuple[str, str]] = set()
+            for job in self.store.launchable(limit=free):
+                if (job.kind, job.name) in started:  # two queued jobs of one run name: the older first
+                    continue
                 if self.store.mark_running(job.id, self.runner_name):
+                    started.add((job.kind, job.name))
                     self._launch(job, attempt=1)
                     free -= 1
         self._slot_free = free > 0
@@ -117,6 +134,7 @@ class Supervisor:
             self.runner.sync_logs(job.handle, path)
             self.store.finish(job.id, JobState.CANCELLED, "cancelled while running")
             self._append(path, f"attnlab: job {job.id} cancelled")
+            self._ending[job.id] = (job, job.handle, time.monotonic() + KILLED_MARK_WAIT_SECONDS)
             return
         state = self.runner.poll(job.handle)
         self.runner.sync_logs(job.handle, path)
@@ -124,7 +142,7 @@ class Supervisor:
         if state is RunnerState.RUNNING:
             return
         if state is RunnerState.LOST:
-            self._relaunch(job, "its process ended without an exit code")
+            self._relaunch(job, "its process was killed or vanished without a verdict")
             return
         outcome = RUNNER_TO_JOB_STATE[state]
         message = None if outcome is JobState.SUCCEEDED else tail(path) or state.value.lower()
@@ -149,6 +167,8 @@ class Supervisor:
         config_path.write_text(job_config_yaml(job.config))
         env = {"ATTNLAB_HOME": str(self.settings.home), "MLFLOW_TRACKING_URI": self.settings.tracking_uri,
                "ATTNLAB_JOB_ID": str(job.id)}
+        if self.mlflow_ui_url:
+            env[UI_URL_ENV] = self.mlflow_ui_url
         runner_job = RunnerJob(id=str(job.id), kind=job.kind, name=job.name, attempt=attempt, env=env)
         path = log_path(self.settings, job.id)
         self._append(path, f"attnlab: job {job.id} attempt {attempt} starting ({job.kind} {job.name})")
@@ -160,6 +180,26 @@ class Supervisor:
             return
         if not self.store.record_attempt(job.id, attempt, handle):
             self.runner.cancel(handle)  # cancelled in the meantime
+
+    def _mark_cancelled_runs(self) -> None:
+        """Mark the MLflow run (and a search's unfinished trials) of each cancelled job KILLED, once
+        all its processes have ended or its grace period is over. A failed write (tracking store busy
+        or unreachable) is retried on the next passes, for up to `KILLED_MARK_RETRY_SECONDS`."""
+        now = time.monotonic()
+        for job_id, (job, handle, deadline) in list(self._ending.items()):
+            if now < deadline and not self.runner.ended(handle):
+                continue
+            try:
+                run_id = job.mlflow_run_id or self.tracking.find_run_id(_experiment(job.config), job.name)
+                if run_id is not None:
+                    self.tracking.mark_killed(run_id)
+            except Exception:
+                if now < deadline + KILLED_MARK_RETRY_SECONDS:
+                    log.debug("marking the MLflow run of cancelled job %s KILLED failed; retrying", job_id,
+                              exc_info=True)
+                    continue
+                log.warning("could not mark the MLflow run of cancelled job %s KILLED", job_id, exc_info=True)
+            del self._ending[job_id]
 
     def _track(self, job: Job, final: bool) -> None:
         """Record the job's MLflow run id, and at the end its registered version (best effort)."""

@@ -74,10 +74,17 @@ def _train(path: Path, overrides: list[str], demo: bool = False) -> int:
               file=sys.stderr)
         return 2
 
+    from training.checkpoints import CheckpointError, CheckpointWriteError
     from training.fit import fit
+    from training.mlflow_logger import TrackingUnavailableError
+    from training.run_lock import RunLockedError
 
     started = time.monotonic()
-    result = fit(cfg)
+    try:
+        result = fit(cfg)
+    except (CheckpointWriteError, CheckpointError, RunLockedError, TrackingUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if result.run_id is None:  # a DDP rank other than 0: rank 0 prints the summary
         return 0
     _print_summary(result, time.monotonic() - started, demo)
@@ -90,7 +97,7 @@ def _fashion_mnist_present(root: str | None) -> bool:
 
 
 def _print_summary(result, seconds: float, demo: bool) -> None:
-    from training.tracking import ui_command
+    from training.tracking import browse_hint
 
     if result.already_complete:
         print(f"\nrun {result.name!r} is already complete (nothing trained); its stored result:")
@@ -106,7 +113,7 @@ def _print_summary(result, seconds: float, demo: bool) -> None:
         print(f"registered:  version {result.model_version}")
     if demo and "test/acc" in result.metrics:
         print(f"\ntest accuracy on Fashion-MNIST: {result.metrics['test/acc']:.2%}")
-    print(f"browse:      {ui_command(result.tracking_uri)}")
+    print(f"browse:      {browse_hint(result.tracking_uri, result.run_id)}")
 
 
 def _print_table(headers: list[str], rows: list[tuple]) -> None:
@@ -141,14 +148,12 @@ def registry_list(args) -> int:
 
 
 def registry_show(args) -> int:
-    from mlflow.exceptions import MlflowException
-
-    from training.tracking import model_versions
+    from training.tracking import NotFound, model_versions
 
     try:
         rows = model_versions(_uri(args), args.name)
-    except MlflowException as error:
-        print(f"registered model {args.name!r}: {error.message}", file=sys.stderr)
+    except NotFound as error:
+        print(error, file=sys.stderr)
         return 1
     _print_table(["version", "aliases", "status", "test/acc", "run id"],
                  [(r["version"], r["aliases"], r["status"],
@@ -157,14 +162,12 @@ def registry_show(args) -> int:
 
 
 def registry_promote(args) -> int:
-    from mlflow.exceptions import MlflowException
-
-    from training.tracking import promote
+    from training.tracking import NotFound, promote
 
     try:
         promote(_uri(args), args.name, args.version, args.alias)
-    except MlflowException as error:
-        print(f"cannot promote {args.name} version {args.version}: {error.message}", file=sys.stderr)
+    except (NotFound, ValueError) as error:
+        print(f"cannot promote {args.name} version {args.version}: {error}", file=sys.stderr)
         return 1
     print(f"{args.name}: alias {args.alias!r} -> version {args.version}")
     return 0

@@ -9,18 +9,18 @@ Errors come out as one message with a line per problem: `model.family: 'foo' is 
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from datamodules import DataConfig
+from datamodules.config import DATA_KINDS
+from modules.families import BASELINE, FAMILIES, family
 
-FAMILIES = ("nonlocal", "se", "selfattn", "none")
-# Options the backbone (not the block) takes for a family: SE paper's integration ablation.
-BACKBONE_OPTIONS = {"se": ("integration",)}
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class ConfigError(ValueError):
@@ -32,7 +32,7 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    family: Literal["nonlocal", "se", "selfattn", "none"]
+    family: Literal[(*FAMILIES, BASELINE)]  # a block family of modules/families.py, or none (baseline)
     backbone: str
     # Preset name (modules.placement.PRESETS) or {stage: [0-based block indices] | "all"};
     # None = the family's default preset (nonlocal nl-5, se se-all, selfattn sa-stage4).
@@ -44,6 +44,25 @@ class ModelConfig(_Section):
     # Channels-last memory format; "auto": where a measured conv step says it is faster (training/hardware.py).
     channels_last: bool | Literal["auto"] = False
     compile: bool = False  # torch.compile the network's forward (slow first step; useful on GPU)
+
+    def block_kwargs(self) -> dict[str, Any]:
+        """The family options with `reduction` merged in (left out when None: the family's default)."""
+        options = dict(self.block)
+        if self.reduction is not None:
+            options["reduction"] = self.reduction
+        return options
+
+    def build(self, *, num_classes: int, in_channels: int = 3) -> nn.Module:
+        """The network this section describes: backbone with the family's blocks at the placement.
+
+        The one place a config becomes a network: training, the config check and the search budget
+        (both on the meta device) build through it, so they all see the same net."""
+        from modules.backbones import build_backbone
+
+        baseline = self.family == BASELINE
+        return build_backbone(self.backbone, num_classes=num_classes, in_channels=in_channels,
+                              block=None if baseline else self.family,
+                              placement=None if baseline else self.placement, **self.block_kwargs())
 
 
 class OptimConfig(_Section):
@@ -100,6 +119,9 @@ class ClusterConfig(_Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1, gt=0)
     storage_path: str | None = None  # Ray Train checkpoints; None = $ATTNLAB_HOME/ray_results
+    # Worker failures (a killed process, a lost node) Ray Train recovers from by restarting the workers
+    # from the last reported checkpoint, in the same MLflow run; one more fails the run.
+    max_failures: int = Field(default=3, ge=0)
 
 
 class TrainConfig(_Section):
@@ -129,30 +151,29 @@ class TrainConfig(_Section):
 
 def model_problems(model: ModelConfig) -> list[str]:
     """Cross-field checks against the block/backbone registries: `path: problem` lines."""
-    from modules.backbones import BACKBONES
-    from modules.blocks import BLOCKS
+    from modules.backbones import BACKBONES, stage_depths
     from modules.placement import resolve
 
     problems = []
     if model.backbone not in BACKBONES:
         problems.append(f"model.backbone: {model.backbone!r} is not one of {', '.join(sorted(BACKBONES))}")
-    if model.family != "none" and model.family not in BLOCKS:
-        problems.append(f"model.family: {model.family!r} is not one of {', '.join(sorted(BLOCKS))}, none")
+    if model.family != BASELINE and model.family not in FAMILIES:
+        problems.append(f"model.family: {model.family!r} is not one of {', '.join(sorted(FAMILIES))}, {BASELINE}")
     if problems:
         return problems
-    if model.family == "none":
+    if model.family == BASELINE:
         if model.block or model.placement is not None:
             problems.append("model.block/model.placement: family 'none' (baseline) takes no blocks")
         return problems
 
-    allowed = block_options(model.family)
+    allowed = family(model.family).options()
     unknown = sorted(set(model.block) - set(allowed))
     if unknown:
         problems.append(f"model.block: unknown option(s) {', '.join(unknown)} for family "
                         f"{model.family!r}; allowed: {', '.join(allowed)}")
     if model.placement is not None:
         try:
-            resolve(model.placement, _stage_depths(model.backbone))
+            resolve(model.placement, stage_depths(model.backbone))
         except ValueError as error:
             problems.append(f"model.placement: {error}")
     if not problems:
@@ -160,44 +181,18 @@ def model_problems(model: ModelConfig) -> list[str]:
     return problems
 
 
-def block_options(family: str) -> list[str]:
-    """Keyword options a family's block constructor takes (besides channels, dim, reduction)."""
-    from modules.blocks import BLOCKS
-
-    parameters = inspect.signature(BLOCKS[family]).parameters.values()
-    names = [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY
-             and p.name not in ("dim", "reduction")]
-    return sorted(names + list(BACKBONE_OPTIONS.get(family, ())))
-
-
 def _build_problems(model: ModelConfig) -> list[str]:
     """Build the network on the meta device (no memory, no init time): the block and backbone
     reject bad option values and incompatible combinations (e.g. selfattn on a 3D backbone)."""
     import torch
 
-    from modules.backbones import build_backbone
-
-    block_kw = dict(model.block)
-    if model.reduction is not None:
-        block_kw["reduction"] = model.reduction
     try:
         with torch.device("meta"):
-            build_backbone(model.backbone, num_classes=10, block=model.family, placement=model.placement,
-                           **block_kw)
+            model.build(num_classes=10)
     except (ValueError, TypeError) as error:
         where = "model.block" if any(key in str(error) for key in model.block) else "model"
         return [f"{where}: {error}"]
     return []
-
-
-def _stage_depths(backbone: str) -> dict[str, int]:
-    """Stage depths of a backbone, built on the meta device."""
-    import torch
-
-    from modules.backbones import build_backbone
-
-    with torch.device("meta"):
-        return dict(build_backbone(backbone, num_classes=10).stage_depths)
 
 
 # ---- loading ------------------------------------------------------------------------------------
@@ -207,7 +202,8 @@ def read_raw_config(path: str | Path, overrides: list[str] | None = None) -> dic
     """The YAML mapping in `path` with `a.b=value` overrides applied (values YAML-parsed), not yet validated."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        with open(path) as handle:  # a stream with a name: YAML errors say `in "<path>", line N`
+            raw = yaml.safe_load(handle) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as error:
@@ -236,16 +232,25 @@ def apply_override(raw: dict, override: str) -> None:
     key, sep, value = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected KEY.PATH=VALUE, e.g. optim.lr=0.01")
-    *parents, leaf = key.strip().split(".")
+    try:
+        set_path(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    except ConfigError as error:
+        raise ConfigError(f"--set {override!r}: {error}") from None
+
+
+def set_path(raw: dict, path: str, value: Any) -> None:
+    """Set the dotted `path` (`optim.lr`) in a raw config dict, creating missing sections: the one
+    way `--set` overrides and search-space values reach a config."""
+    *parents, leaf = path.split(".")
     node = raw
     for part in parents:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: {part!r} is not a section")
+            raise ConfigError(f"{part!r} is not a section")
         node = child
-    node[leaf] = yaml.safe_load(value) if value.strip() else None
+    node[leaf] = value
 
 
 def validate_config(raw: dict, source: str | None = None) -> TrainConfig:
@@ -261,7 +266,7 @@ def format_errors(error: ValidationError, source: str | None = None) -> str:
     for item in error.errors():
         path = _display_path(item["loc"])
         if item["type"] == "union_tag_invalid":  # the location stops at the union: add the tag field
-            path += "." + str(item.get("ctx", {}).get("discriminator", "kind")).strip("'")
+            path += "." + str(item.get("ctx", {}).get("discriminator", "kind")).strip("'").removesuffix("()")
         lines.append(f"{path}: {_describe(item)}" if path else _describe(item))
     header = f"invalid config{f' {source}' if source else ''}:"
     return "\n".join([header] + [f"  {line}" for line in lines])
@@ -269,7 +274,7 @@ def format_errors(error: ValidationError, source: str | None = None) -> str:
 
 def _display_path(loc: tuple) -> str:
     # Discriminated unions add the tag ("image") to the location; a reader thinks in YAML keys.
-    parts = [str(part) for part in loc if part not in ("image", "video") or part == loc[-1]]
+    parts = [str(part) for part in loc if part not in DATA_KINDS or part == loc[-1]]
     return ".".join(parts)
 
 
@@ -292,12 +297,10 @@ def _describe(item: dict) -> str:
 
 def _allowed_fields(loc: tuple) -> list[str]:
     """Field names of the section at `loc`, walking the schema (and discriminated data kinds)."""
-    from datamodules import ImageDataConfig, VideoDataConfig
-
     model: type[BaseModel] | None = TrainConfig
     for part in loc:
-        if model is ImageDataConfig or model is VideoDataConfig or part in ("image", "video"):
-            model = {"image": ImageDataConfig, "video": VideoDataConfig}.get(part, model)
+        if model in DATA_KINDS.values() or part in DATA_KINDS:
+            model = DATA_KINDS.get(part, model)
             continue
         field = model.model_fields.get(part) if model else None
         annotation = field.annotation if field else None

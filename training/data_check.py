@@ -86,17 +86,18 @@ def summary_metrics(summary: dict) -> dict[str, float]:
     return metrics
 
 
-def log_summary(client, run_id: str, summary: dict) -> None:
+def log_summary(uri: str, run_id: str, summary: dict) -> None:
     """The report as artifacts (JSON + table) and tags of an existing MLflow run (a check's or a training's)."""
     from datamodules.check import render_table
+    from training import tracking
 
-    client.log_text(run_id, json.dumps(summary, indent=1), f"{ARTIFACT_DIR}/summary.json")
-    client.log_text(run_id, render_table(summary), f"{ARTIFACT_DIR}/summary.txt")
-    client.set_tag(run_id, "attnlab.data_check.layout", summary["layout"])
-    client.set_tag(run_id, "attnlab.data_check.verdict", summary["verdict"][:5000])
+    tracking.log_text(uri, run_id, json.dumps(summary, indent=1), f"{ARTIFACT_DIR}/summary.json")
+    tracking.log_text(uri, run_id, render_table(summary), f"{ARTIFACT_DIR}/summary.txt")
+    tracking.set_tags(uri, run_id, {"attnlab.data_check.layout": summary["layout"],
+                                    "attnlab.data_check.verdict": summary["verdict"][:5000]})
 
 
-def log_data_summary(client, run_id: str, datamodule) -> None:
+def log_data_summary(uri: str, run_id: str, datamodule) -> None:
     """A training's copy of the report: printed to its log and logged into its run (video DataModules)."""
     from datamodules.check import render_table
 
@@ -105,33 +106,26 @@ def log_data_summary(client, run_id: str, datamodule) -> None:
         return
     summary = report()
     print(render_table(summary, width=200))
-    log_summary(client, run_id, summary)
+    log_summary(uri, run_id, summary)
 
 
 def log_check_run(cfg: DataCheckConfig, summary: dict) -> str:
     """Log the report into the run '<name>.data-check' (created once, reused after); its run id."""
-    import time
-
-    from mlflow.entities import Metric
-
     from training import tracking
 
     uri = tracking.tracking_uri(cfg.tracking.uri)
     with tracking.isolated_tracking_state():
-        client = tracking.client(uri)
         run = tracking.find_run(uri, cfg.tracking.experiment, cfg.run_name)
         if run is None:
-            run_id = client.create_run(tracking.experiment_id(uri, cfg.tracking.experiment), run_name=cfg.run_name,
-                                       tags={tracking.RUN_NAME_TAG: cfg.run_name}).info.run_id
+            run_id = tracking.create_run(uri, cfg.tracking.experiment, cfg.run_name,
+                                         tags={tracking.RUN_NAME_TAG: cfg.run_name})
         else:
             run_id = run.info.run_id
-            client.update_run(run_id, status="RUNNING")
-        now = int(time.time() * 1000)
-        step = len(client.get_metric_history(run_id, "data_check/files"))  # one step per check
-        client.log_batch(run_id, metrics=[Metric(key, value, now, step)
-                                          for key, value in summary_metrics(summary).items()])
-        log_summary(client, run_id, summary)
-        client.set_terminated(run_id, "FINISHED")
+            tracking.reopen_run(uri, run_id)
+        step = len(tracking.metric_history(uri, run_id, "data_check/files"))  # one step per check
+        tracking.log_metrics(uri, run_id, summary_metrics(summary), step=step)
+        log_summary(uri, run_id, summary)
+        tracking.end_run(uri, run_id, "FINISHED")
     return run_id
 
 

@@ -22,13 +22,8 @@ def test_batches(datamodule, count: int) -> list:
     return batches
 
 
-def log_figures(mlflow_client, run_id: str, module, batches: list) -> list[str]:
+def log_figures(uri: str, run_id: str, module, batches: list) -> list[str]:
     """Draw the module's figures from `batches` and log them; returns the file names."""
-    import matplotlib.pyplot as plt
+    from training import tracking
 
-    names = []
-    for file_name, figure in module.figures(batches).items():
-        mlflow_client.log_figure(run_id, figure, f"figures/{file_name}")
-        plt.close(figure)
-        names.append(file_name)
-    return names
+    return tracking.log_figures(uri, run_id, module.figures(batches))

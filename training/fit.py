@@ -1,241 +1,40 @@
 """`fit(cfg) -> FitResult`: the one training entry point of the CLI, tuning and the service.
 
-config -> DataModule -> backbone with blocks at the placement -> the family's LightningModule ->
-Trainer (devices/strategy/nodes from the config, or Ray Train workers) -> MLflow (params, metrics per
-step/epoch, the resolved config, the dataset report of `attnlab data check` and data-quality counts,
-the family's figures, checkpoints, the model with signature) -> optional registration under a name
-with an alias.
-
-Resume: a run is known by its name. Checkpoints live in `$ATTNLAB_HOME/runs/<name>/checkpoints`;
-`last.ckpt` is rewritten (atomically: Lightning saves through an fsspec transaction, i.e. a temp file
-renamed into place) every `trainer.checkpoint_every_n_steps` optimizer steps and at every epoch end.
-Running the same name again continues from `last.ckpt` into the same MLflow run (found by the tag
-`attnlab.run_name`). After a `kill -9` in the middle of an epoch, training resumes mid-epoch at the
-last saved step: the global step, epoch and the optimizer/scheduler state continue where they were;
-the epoch's remaining batches are then drawn from a fresh pass over the data loader (Lightning cannot
-restore a plain DataLoader's position), so at most `checkpoint_every_n_steps` steps are redone and
-no epoch is lost or repeated. A run that already finished is not repeated: its result is returned.
+One run, in this process (Lightning launches DDP ranks itself: `trainer.devices`/`strategy`) or, with
+`cluster.kind: ray`, on Ray Train workers. Both paths run the same core, `training.local.run_training`
+(what it does and how a run resumes is told there), and both get the caller's Lightning callbacks.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
-from training import hardware, tracking
+from training import run_lock, tracking
+from training.local import FitResult, ProcessRole, build_parts, completed_result, result_from_run, run_training
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
 
-
-@dataclass
-class FitResult:
-    name: str
-    metrics: dict[str, float]
-    checkpoint: str | None  # best checkpoint (last when nothing is monitored)
-    run_id: str | None
-    model_version: str | None = None
-    tracking_uri: str = ""
-    already_complete: bool = False  # the named run had finished before: nothing was trained
-    figures: list[str] = field(default_factory=list)
+__all__ = ["FitResult", "build_parts", "completed_result", "fit", "result_from_run", "run_training"]
 
 
-def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitResult:
+def fit(cfg: TrainConfig, *, callbacks: list | None = None, run_callbacks: list | None = None) -> FitResult:
     """Train, test and log one run; on `cluster.kind: ray` the same run goes through Ray Train.
 
-    `callbacks`: extra Lightning callbacks of a local run (the Ray Tune trainable reports through one).
+    `callbacks`: extra Lightning callbacks for every process of the run — this one, each DDP rank,
+    each Ray Train worker (there they travel pickled). `run_callbacks`: Ray Train callbacks of a
+    `cluster.kind: ray` run (`RunConfig(callbacks=...)`, e.g. a Tune trial forwarding the workers'
+    reports); a local run has no Ray controller to call them, so giving them there is an error.
     """
-    with tracking.isolated_tracking_state():
+    if run_callbacks and cfg.cluster.kind != "ray":
+        raise ValueError(f"run_callbacks are Ray Train callbacks: they need cluster.kind 'ray', "
+                         f"this run has {cfg.cluster.kind!r}")
+    # One writer per run name (training/run_lock.py); DDP ranks > 0 re-run this program while rank 0 holds it.
+    lock = run_lock.hold(tracking.run_dir(cfg.name), cfg.name) if ProcessRole().is_rank_zero() else nullcontext()
+    with tracking.isolated_tracking_state(), lock:
         if cfg.cluster.kind == "ray":
             from training.ray_train import fit_on_ray
 
-            return fit_on_ray(cfg)
+            return fit_on_ray(cfg, callbacks=callbacks, run_callbacks=run_callbacks)
         return run_training(cfg, callbacks=callbacks)
-
-
-def completed_result(cfg: TrainConfig) -> FitResult | None:
-    """The stored result when a run of this name already finished, else None."""
-    uri = tracking.tracking_uri(cfg.tracking.uri)
-    run = tracking.find_run(uri, cfg.tracking.experiment, cfg.name)
-    if run is None or run.data.tags.get(tracking.COMPLETE_TAG) != "true":
-        return None
-    return result_from_run(cfg, run, already_complete=True)
-
-
-def result_from_run(cfg: TrainConfig, run, already_complete: bool = False) -> FitResult:
-    tags = run.data.tags
-    return FitResult(name=cfg.name, metrics=dict(run.data.metrics), checkpoint=tags.get(tracking.CHECKPOINT_TAG),
-                     run_id=run.info.run_id, model_version=tags.get(tracking.VERSION_TAG),
-                     tracking_uri=tracking.tracking_uri(cfg.tracking.uri), already_complete=already_complete)
-
-
-def _launched_as_rank_zero() -> bool:
-    # Lightning's DDP launcher re-runs this program for ranks > 0 with these variables set.
-    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-
-
-def build_parts(cfg: TrainConfig):
-    """(datamodule after setup("fit"), the family's LightningModule over the built network)."""
-    from datamodules import build_datamodule
-    from modules.backbones import build_backbone
-    from modules.lightning import MODULES
-
-    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    family = cfg.model.family
-    block_kw = dict(cfg.model.block)
-    if cfg.model.reduction is not None:
-        block_kw["reduction"] = cfg.model.reduction
-    net = build_backbone(cfg.model.backbone, num_classes=datamodule.num_classes,
-                         in_channels=datamodule.sample_shape[0],
-                         block=None if family == "none" else family,
-                         placement=None if family == "none" else cfg.model.placement, **block_kw)
-    module = MODULES[family](net, num_classes=datamodule.num_classes, optim=cfg.optim.model_dump(mode="json"),
-                             class_names=list(datamodule.class_names),
-                             channels_last=hardware.channels_last(cfg, getattr(net, "dim", 2)),
-                             compile=cfg.model.compile)
-    return datamodule, module
-
-
-def checkpoint_callbacks(cfg: TrainConfig, checkpoint_dir: Path, monitor: str | None) -> list:
-    """Best-by-validation at epoch ends, plus `last.ckpt` every N optimizer steps and epoch end."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    # Both write the same last.ckpt (no "-v1" versions): whichever saved latest is the resume point.
-    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best-{epoch}-{step}", monitor=monitor,
-                           mode="max", save_top_k=1 if monitor else 0, save_last=True,
-                           enable_version_counter=False)
-    steps = ModelCheckpoint(dirpath=checkpoint_dir, every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
-                            save_top_k=0, save_last=True, enable_version_counter=False)
-    return [best, steps]
-
-
-def trainer_arguments(cfg: TrainConfig) -> dict[str, Any]:
-    trainer = cfg.trainer
-    arguments = dict(accelerator=trainer.accelerator, devices=trainer.devices, strategy=trainer.strategy,
-                     num_nodes=trainer.num_nodes, precision=hardware.precision(cfg), max_epochs=trainer.max_epochs,
-                     max_steps=trainer.max_steps, log_every_n_steps=trainer.log_every_n_steps,
-                     gradient_clip_val=trainer.gradient_clip_val, deterministic=trainer.deterministic,
-                     accumulate_grad_batches=trainer.accumulate_grad_batches,
-                     enable_progress_bar=trainer.enable_progress_bar, num_sanity_val_steps=0)
-    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        if getattr(trainer, name) is not None:
-            arguments[name] = getattr(trainer, name)
-    return arguments
-
-
-def run_training(cfg: TrainConfig, *, ray_worker: bool = False, callbacks: list | None = None) -> FitResult:
-    """Train and test in this process (one DDP rank, or one Ray Train worker when `ray_worker`)."""
-    import lightning.pytorch as pl
-
-    uri = tracking.tracking_uri(cfg.tracking.uri)
-    rank_zero = _ray_rank() == 0 if ray_worker else _launched_as_rank_zero()
-    run = None
-    if rank_zero:
-        done = completed_result(cfg)
-        if done is not None:
-            return done
-        run = tracking.find_run(uri, cfg.tracking.experiment, cfg.name)
-
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    hardware.log_measurements()
-    datamodule, module = build_parts(cfg)
-    checkpoint_dir = tracking.run_dir(cfg.name) / "checkpoints"
-    last = checkpoint_dir / "last.ckpt"
-    monitor = "val/acc" if _has_validation(datamodule) else None
-    callbacks = checkpoint_callbacks(cfg, checkpoint_dir, monitor) + list(callbacks or [])
-    arguments = trainer_arguments(cfg)
-    resume = str(last) if last.exists() else None
-    if ray_worker:
-        from training.ray_train import ray_trainer_arguments
-
-        arguments, extra_callbacks, resume = ray_trainer_arguments(arguments, resume)
-        callbacks += extra_callbacks
-    logger = tracking.make_logger(uri, cfg.tracking.experiment, cfg.name, run.info.run_id if run else None)
-    trainer = pl.Trainer(**arguments, callbacks=callbacks, logger=logger,
-                         default_root_dir=str(tracking.run_dir(cfg.name)))
-    if ray_worker:
-        from ray.train.lightning import prepare_trainer
-
-        trainer = prepare_trainer(trainer)
-
-    if trainer.is_global_zero:
-        from training.data_check import log_data_summary
-
-        resolved = hardware.summary(cfg, module.input_dims - 2)
-        print("hardware: " + "; ".join(f"{key.removeprefix('resolved.')} {value}" for key, value in resolved.items()))
-        _log_config(logger, cfg, run, resolved)
-        log_data_summary(logger.experiment, logger.run_id, datamodule)
-        if resume:
-            print(f"resuming {cfg.name!r} from {resume}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    metrics = _scalars(trainer.callback_metrics)
-    best_path = callbacks[0].best_model_path or None
-    trainer.test(module, datamodule=datamodule, ckpt_path=best_path)
-    metrics.update(_scalars(trainer.callback_metrics))
-
-    if not trainer.is_global_zero:
-        return FitResult(cfg.name, metrics, best_path, None, tracking_uri=uri)
-    return _finish_run(cfg, uri, logger, module, datamodule, metrics, best_path or str(last))
-
-
-def _finish_run(cfg, uri, logger, module, datamodule, metrics, checkpoint) -> FitResult:
-    """Rank 0 after training: figures, data quality, model, registration, the `complete` tag."""
-    from training.figures import log_figures, test_batches
-
-    run_id = logger.run_id
-    client = tracking.client(uri)
-    quality = {f"data/{key}": float(value) for key, value in (datamodule.data_quality() or {}).items()}
-    if quality:
-        logger.log_metrics(quality)
-        metrics.update(quality)
-    batches = test_batches(datamodule, cfg.tracking.figure_batches)
-    figure_names = log_figures(client, run_id, module, batches) if cfg.tracking.figures and batches else []
-    if os.path.exists(checkpoint):
-        client.log_artifact(run_id, checkpoint, "checkpoints")
-    version = None
-    if cfg.tracking.log_model and batches:
-        example = module.single_clip(batches[0][0])
-        version = tracking.log_pytorch_model(uri, run_id, module.net, example, cfg.tracking.register_as,
-                                             cfg.tracking.alias)
-    client.set_tag(run_id, tracking.CHECKPOINT_TAG, checkpoint)
-    if version is not None:
-        client.set_tag(run_id, tracking.VERSION_TAG, version)
-    client.set_tag(run_id, tracking.COMPLETE_TAG, "true")
-    client.set_terminated(run_id, "FINISHED")
-    return FitResult(cfg.name, metrics, checkpoint, run_id, version, uri, figures=figure_names)
-
-
-def _log_config(logger, cfg: TrainConfig, run, resolved: dict[str, str]) -> None:
-    """Flattened params and what `auto` settings resolved to (only new keys when resuming: MLflow params
-    are immutable), and the YAML."""
-    from training.config import flatten, to_yaml
-
-    existing = run.data.params if run is not None else {}
-    params = {key: value for key, value in {**flatten(cfg), **resolved}.items() if key not in existing}
-    if params:
-        logger.log_hyperparams(params)
-    logger.experiment.set_tag(logger.run_id, tracking.RUN_NAME_TAG, cfg.name)
-    logger.experiment.log_text(logger.run_id, to_yaml(cfg), "config/train.yaml")
-    if run is not None:
-        logger.experiment.update_run(logger.run_id, status="RUNNING")
-
-
-def _has_validation(datamodule) -> bool:
-    try:
-        return datamodule.val_dataloader() is not None
-    except (NotImplementedError, AttributeError):
-        return False
-
-
-def _scalars(metrics: dict) -> dict[str, float]:
-    return {key: float(value) for key, value in metrics.items() if getattr(value, "numel", lambda: 1)() == 1}
-
-
-def _ray_rank() -> int:
-    import ray.train
-
-    return ray.train.get_context().get_world_rank()

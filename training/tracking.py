@@ -1,14 +1,21 @@
-"""MLflow: where the embedded store lives, the run of a named training, model logging and registry.
+"""MLflow, all of it: where the store lives, runs (named, nested), logging, models, the registry.
+
+Every MLflow call of attnlab goes through this module — training, the Tune driver and trials, the
+CLI and the service (which reads it without importing torch: mlflow loads inside the functions).
 
 Embedded default (no server needed): `sqlite:///$ATTNLAB_HOME/mlflow.db` with artifacts under
 `$ATTNLAB_HOME/mlartifacts`; ATTNLAB_HOME defaults to `~/.attnlab`. Any other tracking URI (an
-`http://` MLflow server, a Postgres URI) works by setting `tracking.uri` or MLFLOW_TRACKING_URI.
-A training run is found again by its stable name through the tag `attnlab.run_name`.
+`http://` MLflow server, a Postgres URI) works by setting `tracking.uri` or MLFLOW_TRACKING_URI;
+the model registry lives in the same store. A training run is found again by its stable name through
+the tag `attnlab.run_name`; a search's trials are nested under its run with `mlflow.parentRunId`.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,19 @@ RUN_NAME_TAG = "attnlab.run_name"
 COMPLETE_TAG = "attnlab.complete"  # "true" once fit, test, figures and model logging are done
 CHECKPOINT_TAG = "attnlab.checkpoint"
 VERSION_TAG = "attnlab.model_version"
+# MLflow 3's UI opens an experiment without this tag on its GenAI "Traces" page; with it, on the runs.
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_URL_ENV = "ATTNLAB_MLFLOW_UI_URL"  # the MLflow UI on this store, if one is running (see browse_hint)
+# On a search's parent run: what the search registered ("<version>@<alias>" of its best trial's model,
+# and the model's name), since the version's own run is the trial's, not the parent's.
+REGISTERED_TAG = "attnlab.registered_version"
+REGISTERED_MODEL_TAG = "attnlab.registered_model"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows children under the parent
+CHAMPION, CANDIDATE = "champion", "candidate"
+
+
+class NotFound(LookupError):
+    """No such registered model or version; the message says which."""
 
 
 def default_tracking_uri() -> str:
@@ -49,10 +69,26 @@ def ui_command(uri: str) -> str:
     return command
 
 
+def browse_hint(uri: str, run_id: str | None) -> str:
+    """Where to look at a run: the MLflow UI already serving this store (ATTNLAB_MLFLOW_UI_URL, set by
+    `attnlab serve` for its jobs), else the command that starts one."""
+    ui = os.environ.get(UI_URL_ENV, "").rstrip("/")
+    if ui:
+        return f"{ui}/#/runs/{run_id}" if run_id else ui
+    return ui_command(uri)
+
+
+@functools.lru_cache(maxsize=32)
 def client(uri: str):
+    """One MlflowClient per store (thread-safe; the registry lives in the same store)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def open_store(uri: str) -> None:
+    """Create or migrate the store now (a fresh SQLite store takes seconds), not on first use."""
+    client(uri).search_experiments(max_results=1)
 
 
 def experiment_id(uri: str, name: str, create: bool = True) -> str | None:
@@ -60,36 +96,136 @@ def experiment_id(uri: str, name: str, create: bool = True) -> str | None:
     mlflow_client = client(uri)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if create and experiment.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older attnlab or by hand
+            mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return experiment.experiment_id
     if not create:
         return None
     location = default_artifact_root() if uri == default_tracking_uri() else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
 
-def find_run(uri: str, experiment: str, run_name: str):
-    """The MLflow run of a named training (latest if several), or None."""
+def _quote(value: str) -> str:
+    """A string literal for MLflow's search filter language."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def find_run(uri: str, experiment: str, run_name: str, *, top_level: bool = False):
+    """The MLflow run of a named training (latest if several), or None.
+
+    `top_level`: skip nested runs (a search's trials), so a search name finds its parent run; runs
+    created outside attnlab are then found by their MLflow run name too."""
     exp_id = experiment_id(uri, experiment, create=False)
     if exp_id is None:
         return None
-    runs = client(uri).search_runs(
-        [exp_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}'",
-        order_by=["attributes.start_time DESC"], max_results=1,
-    )
-    return runs[0] if runs else None
+    conditions = [f"tags.`{RUN_NAME_TAG}` = {_quote(run_name)}"]
+    if top_level:
+        conditions.append(f"attributes.run_name = {_quote(run_name)}")
+    for condition in conditions:
+        runs = client(uri).search_runs([exp_id], filter_string=condition, order_by=["attributes.start_time DESC"],
+                                       max_results=20 if top_level else 1)
+        if top_level:
+            runs = [run for run in runs if PARENT_TAG not in run.data.tags]
+        if runs:
+            return runs[0]
+    return None
+
+
+def get_run(uri: str, run_id: str):
+    return client(uri).get_run(run_id)
+
+
+def create_run(uri: str, experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+    """A new run (nested under `parent_run_id` when given); its id. `find_run` finds it by `run_name`
+    only when `tags` carry RUN_NAME_TAG (a training's run; a search's parent run does not)."""
+    if parent_run_id:
+        tags = {**tags, PARENT_TAG: parent_run_id}
+    return client(uri).create_run(experiment_id(uri, experiment), run_name=run_name, tags=tags).info.run_id
+
+
+def child_runs(uri: str, experiment: str, parent_run_id: str) -> list:
+    """The runs nested under `parent_run_id` (a search's trials)."""
+    return client(uri).search_runs([experiment_id(uri, experiment)], max_results=10_000,
+                                   filter_string=f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}")
+
+
+def runs_under(uri: str, parent_run_id: str, status: str | None = None, limit: int = 10_000) -> list:
+    """The runs nested under `parent_run_id`, oldest first, in the parent's experiment (the service
+    knows a job's run, not its experiment); only those in `status` (e.g. RUNNING) if given."""
+    condition = f"tags.`{PARENT_TAG}` = {_quote(parent_run_id)}"
+    if status:
+        condition += f" and attributes.status = {_quote(status)}"
+    return client(uri).search_runs([get_run(uri, parent_run_id).info.experiment_id], filter_string=condition,
+                                   max_results=limit, order_by=["attributes.start_time ASC"])
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    for key, value in params.items():
+        client(uri).log_param(run_id, key, value)
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """All `metrics` in one request, at `step`."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client(uri).log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()])
+
+
+def metric_history(uri: str, run_id: str, key: str) -> list:
+    return client(uri).get_metric_history(run_id, key)
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client(uri).set_tag(run_id, key, value)
+
+
+def log_text(uri: str, run_id: str, text: str, path: str) -> None:
+    client(uri).log_text(run_id, text, path)
+
+
+def log_artifacts(uri: str, run_id: str, paths: Iterable[str | Path], folder: str) -> None:
+    for path in paths:
+        client(uri).log_artifact(run_id, str(path), folder)
+
+
+def log_figures(uri: str, run_id: str, figures: dict[str, Any], folder: str = "figures") -> list[str]:
+    """Log matplotlib figures as `<folder>/<file name>` and close them; returns the file names."""
+    import matplotlib.pyplot as plt
+
+    for file_name, figure in figures.items():
+        client(uri).log_figure(run_id, figure, f"{folder}/{file_name}")
+        plt.close(figure)
+    return list(figures)
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
+    """Tag and close a run (FINISHED, KILLED or FAILED)."""
+    set_tags(uri, run_id, tags or {})
+    client(uri).set_terminated(run_id, status)
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark a resumed run RUNNING again."""
+    client(uri).update_run(run_id, status="RUNNING")
 
 
 def make_logger(uri: str, experiment: str, run_name: str, run_id: str | None):
-    """Lightning's MLFlowLogger bound to the named run (continuing `run_id` when resuming).
+    """Lightning's MLFlowLogger bound to the named run (continuing `run_id` when resuming), logging
+    metrics asynchronously so a tracking-server outage does not stop training (training/mlflow_logger.py).
 
     The logger writes from global rank 0 only, so DDP and Ray workers produce one run.
     """
-    from lightning.pytorch.loggers import MLFlowLogger
+    from training.mlflow_logger import ResilientMLFlowLogger
 
     location = default_artifact_root() if uri == default_tracking_uri() else None
-    return MLFlowLogger(
+    return ResilientMLFlowLogger(
         experiment_name=experiment, run_name=run_name, tracking_uri=uri, run_id=run_id,
         tags={RUN_NAME_TAG: run_name}, log_model=False, artifact_location=location,
+        spool=run_dir(run_name) / "unsent-metrics.jsonl",
     )
 
 
@@ -102,15 +238,30 @@ def isolated_tracking_state():
     session) to this store, since tracking_uri() honours that variable.
     """
     import mlflow
-    from mlflow.tracking._tracking_service import utils
 
-    exported, previous = os.environ.get("MLFLOW_TRACKING_URI"), utils._tracking_uri
+    exported, previous = os.environ.get("MLFLOW_TRACKING_URI"), _fluent_uri()
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)  # None also drops the exported variable
+        # None also drops the exported variable. Fallback when the set URI is unknown: the exported
+        # variable alone, which yields the same effective URI (set_tracking_uri always exports it).
+        mlflow.set_tracking_uri(None if previous is _UNKNOWN else previous)
         if exported is not None:
             os.environ["MLFLOW_TRACKING_URI"] = exported
+
+
+_UNKNOWN = object()
+
+
+def _fluent_uri() -> Any:
+    """The URI given to `mlflow.set_tracking_uri` in this process (None: never set), or _UNKNOWN.
+
+    No public getter tells a set URI from one read from the environment, so this reads MLflow's private
+    `mlflow.tracking._tracking_service.utils._tracking_uri`; tests/training/test_private_apis.py fails
+    when an MLflow upgrade moves it, and `isolated_tracking_state` falls back to the environment."""
+    from mlflow.tracking._tracking_service import utils
+
+    return getattr(utils, "_tracking_uri", _UNKNOWN)
 
 
 @contextmanager
@@ -154,42 +305,135 @@ def log_pytorch_model(uri: str, run_id: str, net, example, register_as: str | No
             info = mlflow.pytorch.log_model(net, serialization_format="pickle", **arguments)
     if not register_as:
         return None
-    with _fluent_tracking_uri(uri):
-        version = mlflow.register_model(info.model_uri, register_as).version
+    version = register_model(uri, info.model_uri, register_as)
     if alias:
         client(uri).set_registered_model_alias(register_as, alias, version)
-    return str(version)
+    return version
 
 
-# ---- registry (attnlab registry list|show|promote) ---------------------------------------------
+def register_model(uri: str, model_uri: str, name: str) -> str:
+    """Register a logged model (`runs:/<id>/model`) under `name`; the new version."""
+    import mlflow
+
+    with _fluent_tracking_uri(uri):
+        return str(mlflow.register_model(model_uri, name).version)
+
+
+def set_alias(uri: str, name: str, alias: str, version: str) -> None:
+    """Point `alias` at an existing version. NotFound for an unknown model or version; ValueError
+    when MLflow refuses the alias name."""
+    from mlflow.exceptions import MlflowException
+
+    versions = [row["version"] for row in registered_model(uri, name)["versions"]]
+    if str(version) not in versions:
+        raise NotFound(f"model {name!r} has no version {str(version)!r} (versions: {', '.join(versions) or 'none'})")
+    try:
+        client(uri).set_registered_model_alias(name, alias, str(version))
+    except MlflowException as error:
+        raise ValueError(f"alias {alias!r}: {error.message}") from error
+
+
+def alias_by_champion_rule(uri: str, name: str, version: str, metric: str, mode: str, value: float) -> str:
+    """Alias `version` `champion` when it beats the current champion on `metric` (strictly, or there is
+    none yet), else `candidate`; returns the alias given."""
+    alias = CHAMPION if _beats_champion(uri, name, metric, mode, value) else CANDIDATE
+    client(uri).set_registered_model_alias(name, alias, version)
+    return alias
+
+
+def _beats_champion(uri: str, name: str, metric: str, mode: str, value: float) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        champion = client(uri).get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no such alias (or model) yet
+        return True
+    their = get_run(uri, champion.run_id).data.metrics.get(metric) if champion.run_id else None
+    if their is None:
+        return False  # cannot show that we beat it on this metric
+    return value > their if mode == "max" else value < their
+
+
+# ---- reading the registry and runs back (CLI `attnlab registry`, the service's routes) --------------
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Metrics as JSON can carry them: NaN and infinities become None."""
+    return {name: value if math.isfinite(value) else None for name, value in metrics.items()}
+
+
+def run_summary(uri: str, run_id: str) -> dict[str, Any]:
+    """Status, finite metrics, the latest step logged (training progress) and times of a run, and the
+    newest model version registered from it (for a search's parent run: what the search registered)."""
+    run = get_run(uri, run_id)
+    steps = [metric.step for metric in run.data.to_proto().metrics]
+    summary = {"run_id": run_id, "status": run.info.status, "metrics": _finite(run.data.metrics),
+               "step": max(steps, default=None), "start_time": run.info.start_time, "end_time": run.info.end_time,
+               "registered_model": None, "model_version": None}
+    versions = client(uri).search_model_versions(f"run_id = {_quote(run_id)}")
+    if versions:
+        newest = max(versions, key=lambda v: int(v.version))
+        summary.update(registered_model=newest.name, model_version=str(newest.version))
+    elif REGISTERED_MODEL_TAG in run.data.tags:  # a search: the version's run is its best trial's
+        summary.update(registered_model=run.data.tags[REGISTERED_MODEL_TAG],
+                       model_version=run.data.tags.get(REGISTERED_TAG, "").partition("@")[0] or None)
+    return summary
+
+
+def registered_models(uri: str, prefix: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Registered models (name starting with `prefix`): name, description, aliases {alias: version},
+    latest_versions, updated (ms since the epoch)."""
+    filter_string = f"name LIKE {_quote(prefix.replace('%', '') + '%')}" if prefix else None
+    return [{"name": model.name, "description": model.description or None,
+             "aliases": {alias: str(version) for alias, version in (model.aliases or {}).items()},
+             "latest_versions": [str(v.version) for v in (model.latest_versions or [])],
+             "updated": model.last_updated_timestamp}
+            for model in client(uri).search_registered_models(filter_string=filter_string, max_results=limit)]
+
+
+def registered_model(uri: str, name: str) -> dict[str, Any]:
+    """One registered model with its versions, newest first, each with its aliases and its run's metrics."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client(uri).get_registered_model(name)
+    except MlflowException as error:
+        raise NotFound(f"no registered model named {name!r}") from error
+    aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():  # search results leave ModelVersion.aliases empty
+        by_version.setdefault(version, []).append(alias)
+    versions = []
+    for version in client(uri).search_model_versions(f"name = {_quote(name)}"):
+        metrics: dict[str, float | None] = {}
+        if version.run_id:
+            try:
+                metrics = _finite(get_run(uri, version.run_id).data.metrics)
+            except MlflowException:  # the run was deleted
+                metrics = {}
+        versions.append({"version": str(version.version), "run_id": version.run_id, "status": str(version.status),
+                         "aliases": sorted(by_version.get(str(version.version), [])),
+                         "created": version.creation_timestamp, "metrics": metrics})
+    versions.sort(key=lambda row: int(row["version"]), reverse=True)
+    return {"name": model.name, "description": model.description or None, "aliases": aliases,
+            "latest_versions": [row["version"] for row in versions[:1]], "versions": versions}
 
 
 def list_models(uri: str) -> list[dict[str, Any]]:
-    rows = []
-    for model in client(uri).search_registered_models():
-        latest = max((int(v.version) for v in model.latest_versions), default=None)
-        rows.append({"name": model.name, "latest": latest,
-                     "aliases": ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())),
-                     "updated": model.last_updated_timestamp})
-    return rows
+    """`attnlab registry list` rows: name, latest version, aliases as `alias=vN`."""
+    return [{"name": model["name"], "latest": max(map(int, model["latest_versions"]), default=None),
+             "aliases": ", ".join(f"{a}=v{v}" for a, v in sorted(model["aliases"].items())),
+             "updated": model["updated"]}
+            for model in registered_models(uri, limit=1000)]
 
 
 def model_versions(uri: str, name: str) -> list[dict[str, Any]]:
-    mlflow_client = client(uri)
-    model = mlflow_client.get_registered_model(name)  # raises a clear error if the name is unknown
-    aliases: dict[str, list[str]] = {}
-    for alias, version in model.aliases.items():  # search results leave ModelVersion.aliases empty
-        aliases.setdefault(str(version), []).append(alias)
-    rows = []
-    for version in mlflow_client.search_model_versions(f"name = '{name}'"):
-        metrics = mlflow_client.get_run(version.run_id).data.metrics if version.run_id else {}
-        rows.append({"version": int(version.version), "aliases": ", ".join(sorted(aliases.get(str(version.version), []))),
-                     "run_id": version.run_id, "status": version.status,
-                     "test/acc": metrics.get("test/acc")})
-    return sorted(rows, key=lambda row: row["version"])
+    """`attnlab registry show NAME` rows, oldest version first."""
+    return [{"version": int(row["version"]), "aliases": ", ".join(row["aliases"]), "run_id": row["run_id"],
+             "status": row["status"], "test/acc": row["metrics"].get("test/acc")}
+            for row in reversed(registered_model(uri, name)["versions"])]
 
 
 def promote(uri: str, name: str, version: str, alias: str) -> None:
-    mlflow_client = client(uri)
-    mlflow_client.get_model_version(name, str(version))  # raises a clear error if it doesn't exist
-    mlflow_client.set_registered_model_alias(name, alias, str(version))
+    """`attnlab registry promote`: point `alias` at `version`."""
+    set_alias(uri, name, alias, version)

@@ -5,6 +5,7 @@ Light imports only at the top (ray, torch and mlflow load inside the command).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -73,4 +74,8 @@ def _print_result(result, seconds: float) -> None:
     if result.model_version:
         print(f"registered {result.model_name} v{result.model_version} as @{result.alias}")
     print(f"report: {result.report.get('markdown')}, {result.report.get('figure')}")
+    from training import tracking
+
+    if os.environ.get(tracking.UI_URL_ENV):  # under `attnlab serve`: its MLflow UI shows the parent run
+        print(f"browse: {tracking.browse_hint('', result.parent_run_id)}")
     print(f"resume or inspect: attnlab tune --resume {result.name}   (storage {result.storage})")

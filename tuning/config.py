@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modules.families import BASELINE, FAMILIES
 from training.config import ConfigError, TrainConfig, format_errors
 from tuning import budget as budget_module
 from tuning.space import PLACEMENT_PATH, Domain, apply_overrides, grid_points, parse_space
@@ -176,9 +177,11 @@ def trial_config(base: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig
     others = {k: v for k, v in overrides.items() if k != PLACEMENT_PATH}
     raw = apply_overrides(base, others)
     if PLACEMENT_PATH in overrides:
-        depths = budget_module.stage_depths(raw["model"]["backbone"])
+        from modules.backbones import stage_depths
+
+        depths = stage_depths(raw["model"]["backbone"])
         raw = apply_overrides(raw, {PLACEMENT_PATH: overrides[PLACEMENT_PATH]}, depths)
-    if raw["model"]["family"] == "none":  # the baseline shares the search's space but has no blocks
+    if raw["model"]["family"] == BASELINE:  # the baseline shares the search's space but has no blocks
         raw["model"]["placement"], raw["model"]["block"] = None, {}
     return TrainConfig.model_validate(raw)
 
@@ -237,7 +240,8 @@ def _combination_problems(cfg: SearchConfig, space: dict[str, Domain]) -> list[s
             problems.extend(f"search.space: {_describe(overrides)}: {line}" for line in lines)
             continue
         trial = trial_config(base, overrides)
-        if trial.model.family in ("none", "selfattn") or trial.model.reduction is None:
+        family = FAMILIES.get(trial.model.family)  # None: the baseline
+        if family is None or not family.reduction_divides_channels or trial.model.reduction is None:
             continue
         channels = _block_channels(trial, cfg.search.budget)
         bad = sorted({c for c in channels if c % trial.model.reduction})

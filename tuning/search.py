@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,14 +32,14 @@ import yaml
 from training import tracking
 from tuning.config import SearchConfig, SearchPlan, plan_search, validate_search_config
 from tuning.space import trial_overrides
-from tuning.trainable import FAIL_ONCE_ENV, INFEASIBLE_TAG, PARENT_TAG, SEARCH_TAG, run_trial
+from tuning.tags import INFEASIBLE_TAG, SEARCH_TAG, STOPPED_EARLY_TAG
+from tuning.trainable import run_trial
 
-STOPPED_EARLY_TAG = "attnlab.stopped_early"
 TRIAL_DIR_PREFIX = "trial-"
 UNBOUNDED_REPORTS = 2**20
 DRIVER_CPU = 0.01  # CPU reserved by a trial that drives a multi-worker Ray Train run
-REGISTERED_TAG = "attnlab.registered_version"  # "<version>@<alias>" on the parent run
-CHAMPION, CANDIDATE = "champion", "candidate"
+REGISTERED_TAG = tracking.REGISTERED_TAG  # "<version>@<alias>" on the parent run
+CHAMPION, CANDIDATE = tracking.CHAMPION, tracking.CANDIDATE
 
 
 @dataclass
@@ -61,10 +60,12 @@ def searches_dir() -> Path:
     return tracking.attnlab_home() / "searches"
 
 
-def run_search(cfg: SearchConfig, *, ray_address: str | None = None, callbacks: list | None = None) -> SearchResult:
+def run_search(cfg: SearchConfig, *, ray_address: str | None = None, callbacks: list | None = None,
+               trial_callbacks: list | None = None) -> SearchResult:
     """Check the space (errors before any trial), then run the whole search.
 
-    `callbacks`: extra `ray.tune.Callback`s (the benchmark times trial starts with one).
+    `callbacks`: extra `ray.tune.Callback`s of the driver (the benchmark times trial starts with one).
+    `trial_callbacks`: extra Lightning callbacks for every trial's `fit` (they travel pickled).
     """
     plan = plan_search(cfg)
     folder = searches_dir() / cfg.search_name
@@ -79,9 +80,9 @@ def run_search(cfg: SearchConfig, *, ray_address: str | None = None, callbacks: 
     from ray import tune
 
     if tune.Tuner.can_restore(str(folder)):  # the same name again continues that search
-        return _finish(cfg, plan, state, _restored_tuner(cfg, plan, state, folder).fit(), folder)
+        return _finish(cfg, plan, state, _restored_tuner(cfg, plan, state, folder, trial_callbacks).fit(), folder)
     tuner = tune.Tuner(
-        _trainable(cfg, state),
+        _trainable(cfg, state, trial_callbacks),
         param_space=_param_space(cfg, plan),
         tune_config=_tune_config(cfg),
         run_config=_run_config(cfg, callbacks),
@@ -89,7 +90,7 @@ def run_search(cfg: SearchConfig, *, ray_address: str | None = None, callbacks: 
     return _finish(cfg, plan, state, tuner.fit(), folder)
 
 
-def resume_search(name: str, *, ray_address: str | None = None) -> SearchResult:
+def resume_search(name: str, *, ray_address: str | None = None, trial_callbacks: list | None = None) -> SearchResult:
     """Continue an interrupted search from $ATTNLAB_HOME/searches/<name> without repeating finished trials."""
     folder = searches_dir() / name
     state = _read_state(folder)
@@ -105,13 +106,14 @@ def resume_search(name: str, *, ray_address: str | None = None) -> SearchResult:
     if not tune.Tuner.can_restore(str(folder)):
         raise FileNotFoundError(f"search {name!r} has no Tune state in {folder} yet; run it again with "
                                 f"`attnlab tune --config {folder / 'search.yaml'}`")
-    return _finish(cfg, plan, state, _restored_tuner(cfg, plan, state, folder).fit(), folder)
+    return _finish(cfg, plan, state, _restored_tuner(cfg, plan, state, folder, trial_callbacks).fit(), folder)
 
 
-def _restored_tuner(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], folder: Path):
+def _restored_tuner(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], folder: Path,
+                    trial_callbacks: list | None):
     from ray import tune
 
-    return tune.Tuner.restore(str(folder), _trainable(cfg, state), resume_errored=True,
+    return tune.Tuner.restore(str(folder), _trainable(cfg, state, trial_callbacks), resume_errored=True,
                               param_space=_param_space(cfg, plan))
 
 
@@ -129,7 +131,7 @@ def _init_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, log_to_driver=True)
 
 
-def trial_context(cfg: SearchConfig, state: dict[str, Any]) -> dict[str, Any]:
+def trial_context(cfg: SearchConfig, state: dict[str, Any], trial_callbacks: list | None = None) -> dict[str, Any]:
     """What every trial needs besides its own values (sent once through the object store)."""
     search = cfg.search
     return {"base": cfg.base_raw(), "search": cfg.search_name, "metric": search.metric, "mode": search.mode,
@@ -137,11 +139,10 @@ def trial_context(cfg: SearchConfig, state: dict[str, Any]) -> dict[str, Any]:
             "parent_run_id": state["parent_run_id"], "attnlab_home": str(tracking.attnlab_home()),
             "cpus_per_trial": search.resources.cpu, "gpus_per_trial": search.resources.gpu,
             "workers": search.resources.workers, "report_every_n_steps": search.report_every_n_steps,
-            "budget": search.budget.model_dump(mode="json"),
-            "fail_once_marker": os.environ.get(FAIL_ONCE_ENV)}
+            "budget": search.budget.model_dump(mode="json"), "callbacks": list(trial_callbacks or [])}
 
 
-def _trainable(cfg: SearchConfig, state: dict[str, Any]):
+def _trainable(cfg: SearchConfig, state: dict[str, Any], trial_callbacks: list | None):
     from ray import tune
 
     resources = cfg.search.resources
@@ -151,7 +152,7 @@ def _trainable(cfg: SearchConfig, state: dict[str, Any]):
         trial_resources = {"cpu": DRIVER_CPU}
     else:
         trial_resources = {"cpu": resources.cpu, "gpu": resources.gpu}
-    return tune.with_resources(tune.with_parameters(run_trial, context=trial_context(cfg, state)),
+    return tune.with_resources(tune.with_parameters(run_trial, context=trial_context(cfg, state, trial_callbacks)),
                                trial_resources)
 
 
@@ -218,13 +219,13 @@ def _finish(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], grid, fo
     from tuning import report
 
     uri, parent = state["tracking_uri"], state["parent_run_id"]
-    client = tracking.client(uri)
-    children = {run.data.tags.get(tracking.RUN_NAME_TAG): run for run in _child_runs(cfg, uri, parent)}
+    children = {run.data.tags.get(tracking.RUN_NAME_TAG): run
+                for run in tracking.child_runs(uri, cfg.tracking.experiment, parent)}
     trials = []
     for result in grid:
         trial_id = Path(result.path).name.removeprefix(TRIAL_DIR_PREFIX) if result.path else None
-        trials.append(_trial_row(cfg, result, children, trial_id, client))
-    _close_leftover_runs(client, uri, cfg, parent)
+        trials.append(_trial_row(cfg, result, children, trial_id, uri))
+    _close_leftover_runs(uri, cfg, parent)
 
     search = cfg.search
     rows_order = plan.space[search.rows].values if search.rows in plan.space else None
@@ -234,33 +235,33 @@ def _finish(cfg: SearchConfig, plan: SearchPlan, state: dict[str, Any], grid, fo
                                row_name=search.rows, column_name=search.columns,
                                rows=rows_order, columns=columns_order)
     paths = report.write_report(table, folder / "report")
-    for path in paths.values():
-        client.log_artifact(parent, str(path), "ablation")
+    tracking.log_artifacts(uri, parent, paths.values(), "ablation")
     if plan.pruned:
         pruned_path = folder / "report" / "pruned.csv"
         pruned_path.write_text(_csv(plan.pruned))
-        client.log_artifact(parent, str(pruned_path), "ablation")
+        tracking.log_artifacts(uri, parent, [pruned_path], "ablation")
 
     best = _best_trial(trials, search.mode)
     result = SearchResult(name=cfg.search_name, parent_run_id=parent, trials=trials, best=best,
                           report={kind: str(path) for kind, path in paths.items()}, storage=str(folder),
                           config=cfg)
     if best is not None:
-        client.log_metric(parent, f"best/{search.metric}", best["value"])
-        client.set_tag(parent, "attnlab.best_trial", best["trial_name"])
+        tracking.log_metrics(uri, parent, {f"best/{search.metric}": best["value"]})
+        tracking.set_tags(uri, parent, {"attnlab.best_trial": best["trial_name"]})
         model_name = search.register_as or cfg.tracking.register_as or cfg.search_name
         result.model_name = model_name
-        registered = client.get_run(parent).data.tags.get(REGISTERED_TAG)
+        registered = tracking.get_run(uri, parent).data.tags.get(REGISTERED_TAG)
         if registered:  # the search was finished before (resumed again): register nothing new
             result.model_version, _, result.alias = registered.partition("@")
         else:
             result.model_version, result.alias = register_best(cfg, uri, best, model_name)
-            client.set_tag(parent, REGISTERED_TAG, f"{result.model_version}@{result.alias}")
-    client.set_terminated(parent, "FINISHED")
+            tracking.set_tags(uri, parent, {REGISTERED_TAG: f"{result.model_version}@{result.alias}"})
+        tracking.set_tags(uri, parent, {tracking.REGISTERED_MODEL_TAG: model_name})
+    tracking.end_run(uri, parent, "FINISHED")
     return result
 
 
-def _trial_row(cfg: SearchConfig, result, children: dict[str, Any], trial_id: str | None, client) -> dict[str, Any]:
+def _trial_row(cfg: SearchConfig, result, children: dict[str, Any], trial_id: str | None, uri: str) -> dict[str, Any]:
     """One trial for the table: its searched values, last metric value and how it ended."""
     from tuning.config import trial_config
 
@@ -279,8 +280,8 @@ def _trial_row(cfg: SearchConfig, result, children: dict[str, Any], trial_id: st
     stopped_early = result.error is None and not complete and not infeasible
     if run is not None and not complete and not infeasible and run_status != "KILLED":
         # ASHA's stop either kills the trial process (run left RUNNING) or interrupts fit (FAILED).
-        client.set_tag(run.info.run_id, STOPPED_EARLY_TAG, str(stopped_early).lower())
-        client.set_terminated(run.info.run_id, "KILLED" if stopped_early else "FAILED")
+        tracking.end_run(uri, run.info.run_id, "KILLED" if stopped_early else "FAILED",
+                         {STOPPED_EARLY_TAG: str(stopped_early).lower()})
     return {search.rows: _lookup(overrides, trial, search.rows),
             search.columns: _lookup(overrides, trial, search.columns),
             search.metric: value, "value": value, "trial_name": name, "run_id": run.info.run_id if run else None,
@@ -305,70 +306,41 @@ def _best_trial(trials: list[dict[str, Any]], mode: str) -> dict[str, Any] | Non
     return (max if mode == "max" else min)(finished, key=lambda t: t["value"])
 
 
-def _child_runs(cfg: SearchConfig, uri: str, parent: str) -> list:
-    experiment = tracking.experiment_id(uri, cfg.tracking.experiment)
-    return tracking.client(uri).search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'",
-                                            max_results=10_000)
-
-
-def _close_leftover_runs(client, uri: str, cfg: SearchConfig, parent: str) -> None:
+def _close_leftover_runs(uri: str, cfg: SearchConfig, parent: str) -> None:
     """Runs of trials Tune no longer lists (e.g. a trial replaced on restore) must not stay RUNNING."""
-    for run in _child_runs(cfg, uri, parent):
+    for run in tracking.child_runs(uri, cfg.tracking.experiment, parent):
         if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, STOPPED_EARLY_TAG, "true")
-            client.set_terminated(run.info.run_id, "KILLED")
+            tracking.end_run(uri, run.info.run_id, "KILLED", {STOPPED_EARLY_TAG: "true"})
 
 
 def register_best(cfg: SearchConfig, uri: str, best: dict[str, Any], model_name: str) -> tuple[str | None, str]:
-    """Log the best trial's network into its run, register it, and alias it champion or candidate."""
-    import torch
-
-    from training.fit import build_parts
+    """Log the best trial's network into its run, register it, and alias it champion or candidate
+    (`training.tracking.alias_by_champion_rule`)."""
+    from training.local import restored_parts
     from tuning.config import trial_config
 
-    client = tracking.client(uri)
-    checkpoint = client.get_run(best["run_id"]).data.tags.get(tracking.CHECKPOINT_TAG)
-    trial = trial_config(cfg.base_raw(), best["config"])
-    datamodule, module = build_parts(trial)
-    if checkpoint and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
+    checkpoint = tracking.get_run(uri, best["run_id"]).data.tags.get(tracking.CHECKPOINT_TAG)
+    datamodule, module = restored_parts(trial_config(cfg.base_raw(), best["config"]), checkpoint)
     datamodule.setup("test")
     batch = next(iter(datamodule.test_dataloader()))
     example = module.single_clip(batch[0])
     version = tracking.log_pytorch_model(uri, best["run_id"], module.net, example, model_name, alias=None)
-    alias = CHAMPION if _beats_champion(client, model_name, cfg.search.metric, cfg.search.mode,
-                                        best["value"]) else CANDIDATE
-    client.set_registered_model_alias(model_name, alias, version)
+    alias = tracking.alias_by_champion_rule(uri, model_name, version, cfg.search.metric, cfg.search.mode,
+                                            best["value"])
     return version, alias
 
 
-def _beats_champion(client, model_name: str, metric: str, mode: str, value: float) -> bool:
-    """True when there is no champion yet, or ours is strictly better on the same metric."""
-    try:
-        champion = client.get_model_version_by_alias(model_name, CHAMPION)
-    except Exception:  # MlflowException: no such alias (or model) yet
-        return True
-    their = client.get_run(champion.run_id).data.metrics.get(metric) if champion.run_id else None
-    if their is None:
-        return False  # cannot show that we beat it on this metric
-    return value > their if mode == "max" else value < their
-
-
 def _create_parent_run(cfg: SearchConfig, uri: str, plan: SearchPlan) -> str:
-    client = tracking.client(uri)
-    experiment = tracking.experiment_id(uri, cfg.tracking.experiment)
-    run = client.create_run(experiment, run_name=cfg.search_name,
-                            tags={SEARCH_TAG: cfg.search_name, "attnlab.kind": "search"})
+    run_id = tracking.create_run(uri, cfg.tracking.experiment, cfg.search_name,
+                                 tags={SEARCH_TAG: cfg.search_name, "attnlab.kind": "search"})
     search = cfg.search
-    params = {"search.algorithm": search.algorithm, "search.metric": search.metric, "search.mode": search.mode,
-              "search.num_samples": search.num_samples, "search.grid_points": len(plan.points),
-              "search.pruned_points": len(plan.pruned), "search.scheduler": search.scheduler.kind}
-    for key, value in params.items():
-        client.log_param(run.info.run_id, key, value)
-    client.log_text(run.info.run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-                    "config/search.yaml")
-    return run.info.run_id
+    tracking.log_params(uri, run_id, {
+        "search.algorithm": search.algorithm, "search.metric": search.metric, "search.mode": search.mode,
+        "search.num_samples": search.num_samples, "search.grid_points": len(plan.points),
+        "search.pruned_points": len(plan.pruned), "search.scheduler": search.scheduler.kind})
+    tracking.log_text(uri, run_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+                      "config/search.yaml")
+    return run_id
 
 
 def _read_state(folder: Path) -> dict[str, Any] | None:

@@ -214,13 +214,11 @@ def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any],
     """A copy of the raw training config with `{dotted path: value}` set (placement labels resolved)."""
     import copy
 
+    from training.config import set_path
+
     raw = copy.deepcopy(dict(base))
     for path, value in overrides.items():
         if path == PLACEMENT_PATH and isinstance(value, str):
             value = placement_from_label(value, stage_depths or {})
-        *parents, leaf = path.split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        set_path(raw, path, value)
     return raw

@@ -8,14 +8,12 @@ Each trial:
 3. opens (or finds again) its MLflow child run, tagged `mlflow.parentRunId` = the search's run —
    `fit` continues the run that carries its name (training/tracking.py `find_run`);
 4. calls `fit` with `TuneReportCallback`, which sends the Lightning metrics to Tune after every
-   validation (or every N steps), so ASHA can stop a trial between epochs.
+   validation (or every N steps), so ASHA can stop a trial between epochs, and with the search's
+   own Lightning callbacks (`run_search(..., trial_callbacks=...)`).
 
 Trials that need several workers (`resources.workers > 1`, e.g. several GPUs) run the same fit
 through Ray Train (`cluster.kind: ray`, training/ray_train.py: a TorchTrainer per trial, as Ray 2.60's
 Train V2 does Tune-over-Train); the workers' per-epoch reports are forwarded to Tune for ASHA.
-
-Test-only hook: with `ATTNLAB_FAIL_ONCE_MARKER=<path>` set when the search starts, the first trial
-attempt that finds no file at <path> creates it and raises, so a test can watch a retry happen.
 """
 
 from __future__ import annotations
@@ -29,17 +27,10 @@ from typing import Any
 import lightning.pytorch as pl
 
 from training import tracking
+from tuning.tags import INFEASIBLE_TAG, SEARCH_TAG, TRIAL_TAG
 
-FAIL_ONCE_ENV = "ATTNLAB_FAIL_ONCE_MARKER"
-SEARCH_TAG = "attnlab.search"
-TRIAL_TAG = "attnlab.trial_id"
-INFEASIBLE_TAG = "attnlab.infeasible"
-PARENT_TAG = "mlflow.parentRunId"
+PARENT_TAG = tracking.PARENT_TAG
 LAST_REPORT_FILE = "tune-last-report.json"  # in the trial's run folder ($ATTNLAB_HOME/runs/<name>)
-
-
-class InjectedFailure(RuntimeError):
-    """Raised by the test-only fail-once hook."""
 
 
 class TuneReportCallback(pl.Callback):
@@ -97,7 +88,6 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
 
     os.environ["ATTNLAB_HOME"] = context["attnlab_home"]
     torch.set_num_threads(max(1, int(context["cpus_per_trial"])))
-    _fail_once(context.get("fail_once_marker"))
 
     trial_id = tune.get_context().get_trial_id()
     overrides = trial_overrides(config)
@@ -114,28 +104,23 @@ def run_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     budget = BudgetSpec.model_validate(context["budget"])
     cost = cost_of(cfg, budget)
     run_id = child_run(context, name, trial_id, overrides)
-    client = tracking.client(context["tracking_uri"])
-    for key, value in cost.as_metrics().items():
-        client.log_metric(run_id, key, value)
+    tracking.log_metrics(context["tracking_uri"], run_id, cost.as_metrics())
     reason = over_budget(cost, budget)
     if reason:
-        client.set_tag(run_id, INFEASIBLE_TAG, reason)
-        client.set_terminated(run_id, "FINISHED")
+        tracking.end_run(context["tracking_uri"], run_id, "FINISHED", {INFEASIBLE_TAG: reason})
         tune.report({context["metric"]: worst_value(context["mode"]), "infeasible": 1,
                      "mlflow_run_id": run_id})
         return
 
     if context["workers"] > 1:
-        # fit's Ray Train path (what fit(cfg) runs for cluster.kind "ray"), with the callback that
-        # forwards each worker epoch report (RayTrainReportCallback) to this trial.
+        # fit's Ray Train path (cluster.kind "ray"), with the Ray Train callback that forwards each
+        # worker epoch report (RayTrainReportCallback) to this trial.
         from ray.tune.integration.ray_train import TuneReportCallback as ForwardTrainReports
 
-        from training.ray_train import fit_on_ray
-
-        result = fit_on_ray(cfg, run_callbacks=[ForwardTrainReports()])
+        result = fit(cfg, callbacks=context["callbacks"], run_callbacks=[ForwardTrainReports()])
     else:
         callback = TuneReportCallback(context["metric"], context["report_every_n_steps"], run_id, last_report)
-        result = fit(cfg, callbacks=[callback])
+        result = fit(cfg, callbacks=[callback, *context["callbacks"]])
     if result.already_complete:
         # The fit had finished when the driver died, before Tune recorded it: nothing trained this time,
         # so report again what the trial last reported (MLflow's names can differ, e.g. `_epoch`).
@@ -151,16 +136,7 @@ def child_run(context: dict[str, Any], name: str, trial_id: str, overrides: dict
     run = tracking.find_run(uri, experiment, name)
     if run is not None:
         return run.info.run_id
-    tags = {tracking.RUN_NAME_TAG: name, PARENT_TAG: context["parent_run_id"],
-            SEARCH_TAG: context["search"], TRIAL_TAG: trial_id}
+    tags = {tracking.RUN_NAME_TAG: name, SEARCH_TAG: context["search"], TRIAL_TAG: trial_id}
     tags.update({f"attnlab.space.{path}": str(value) for path, value in overrides.items()})
-    created = tracking.client(uri).create_run(tracking.experiment_id(uri, experiment), run_name=name, tags=tags)
-    return created.info.run_id
+    return tracking.create_run(uri, experiment, name, tags, parent_run_id=context["parent_run_id"])
 
-
-def _fail_once(marker: str | None) -> None:
-    if not marker or os.path.exists(marker):
-        return
-    with open(marker, "w") as handle:
-        handle.write("the first trial attempt failed on purpose\n")
-    raise InjectedFailure(f"injected failure ({FAIL_ONCE_ENV}={marker}); the retry will run")

@@ -12,6 +12,7 @@ to the dict below.
 ``block=None`` builds the plain backbone and ignores ``placement`` and block keywords (a baseline shares
 its config with the attention runs); a block without ``placement`` uses the family's default preset
 (``modules.placement.DEFAULT_PRESETS``: nonlocal nl-5, se se-all, selfattn sa-stage4).
+``stage_depths(name)`` gives a backbone's stages without building it for real.
 
 Which presets fit which backbone (``modules.placement.fitting_presets`` computes it):
 
@@ -30,9 +31,11 @@ The authors' released layouts, where they differ from the papers' text or from t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from modules.backbones import attention_net, resnet2d, resnet3d
@@ -57,3 +60,11 @@ def build_backbone(name: str, *, num_classes: int, in_channels: int = 3, block: 
         raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
     return BACKBONES[name](num_classes=num_classes, in_channels=in_channels, block=block,
                            placement=placement, **block_kw)
+
+
+@functools.lru_cache(maxsize=64)
+def stage_depths(name: str) -> dict[str, int]:
+    """``{stage: residual blocks}`` of backbone ``name``, read off a copy built on the meta device
+    (no memory, no initialisation time). Treat the result as read-only: it is cached."""
+    with torch.device("meta"):
+        return dict(build_backbone(name, num_classes=10).stage_depths)

@@ -4,7 +4,8 @@ Top-level names follow torchvision (``conv1``, ``bn1``, ``maxpool``, ``fc``; blo
 ``bn2``, ``downsample.0`` …) except that the stages carry the papers' names ``res2``..``res5`` instead of
 ``layer1``..``layer4``, so a torchvision state dict loads after renaming those four prefixes.
 
-Where each block family goes (see ``residual.py`` for the slots):
+Where each block family goes is declared by the family (``modules/families.py``: ``attach``,
+``attach_option``, ``dims``); see ``residual.py`` for the slots:
 
 ``nonlocal``  after the residual block (``post`` slot), on the block's output channels, ``dim`` of the
               net — Non-local paper (arXiv:1711.07971) §4 and Table 2: blocks are added right after
@@ -25,11 +26,12 @@ import torch
 from torch import Tensor, nn
 
 from modules.backbones.residual import ResidualBlock, init_weights, make_stage, replace_spatial_convs
-from modules.blocks import BLOCKS, make_block
+from modules.blocks import make_block
+from modules.families import FAMILIES, family
 from modules.placement import default_preset, fitting_presets, resolve
 
 STAGES = ("res2", "res3", "res4", "res5")
-SE_INTEGRATION_SLOTS = {"standard": "branch", "pre": "pre", "post": "post", "identity": "identity"}
+SE_INTEGRATION_SLOTS = FAMILIES["se"].attach_choices
 
 
 class ResNet(nn.Module):
@@ -100,21 +102,17 @@ def insert_blocks(net: ResNet, block: str | None, placement: Any, block_kw: dict
     """
     if block is None:
         return net
-    if block not in BLOCKS:
-        raise ValueError(f"unknown block kind {block!r}; valid kinds: {', '.join(sorted(BLOCKS))}")
-    if block == "selfattn" and net.dim != 2:
-        raise ValueError(f"block 'selfattn' is 2D only (SelfAttention2d); backbone {backbone!r} is {net.dim}D")
+    declared = family(block)
+    if net.dim not in declared.dims:
+        dims = "/".join(f"{dim}D" for dim in declared.dims)
+        raise ValueError(f"block {block!r} is {dims} only ({declared.block.partition(':')[2]}); "
+                         f"backbone {backbone!r} is {net.dim}D")
     if placement is None:
         resolved = _resolve_default(block, net, backbone)
     else:
         resolved = resolve(placement, net.stage_depths)
     block_kw = dict(block_kw)
-    slot = "post"
-    if block == "se":
-        integration = block_kw.pop("integration", "standard")
-        if integration not in SE_INTEGRATION_SLOTS:
-            raise ValueError(f"unknown SE integration {integration!r}; valid: {', '.join(SE_INTEGRATION_SLOTS)}")
-        slot = SE_INTEGRATION_SLOTS[integration]
+    slot = declared.slot(block_kw)
     for stage, indices in resolved.items():
         blocks = net.residual_blocks(stage)
         for index in indices:
@@ -136,7 +134,7 @@ def _resolve_default(block: str, net: ResNet, backbone: str) -> dict[str, list[i
 
 
 def _attach(residual: ResidualBlock, block: str, slot: str, dim: int, block_kw: dict[str, Any]) -> None:
-    if block == "selfattn":
+    if slot == "spatial_convs":
         replace_spatial_convs(residual, lambda channels: make_block(block, channels, dim=dim, **block_kw))
         return
     channels = residual.in_channels if slot == "pre" else residual.out_channels

@@ -26,8 +26,8 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-CONV = {2: nn.Conv2d, 3: nn.Conv3d}
-BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+from modules.layers import BATCH_NORM, CONV
+
 SLOTS = ("pre", "branch", "identity", "post")
 
 

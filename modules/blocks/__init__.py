@@ -4,26 +4,13 @@ Every block takes the channel count first, keyword-only family options after, an
 its input's shape: ``make_block("nonlocal", 512, dim=3, mode="dot_product")``.
 """
 
-import inspect
-
 from modules.blocks.non_local import NonLocalBlock
 from modules.blocks.self_attention import SelfAttention2d
 from modules.blocks.squeeze_excite import SqueezeExcite
+from modules.families import FAMILIES, accepted_keywords, family
 
-# kind -> block class. A new family adds one import and one line here; tests parametrize over the keys.
-BLOCKS = {
-    "nonlocal": NonLocalBlock,
-    "se": SqueezeExcite,
-    "selfattn": SelfAttention2d,
-}
-
-
-def _accepted_keywords(block_class):
-    """Keyword options of a block class, or None when it takes **kwargs (then any name may be valid)."""
-    parameters = list(inspect.signature(block_class).parameters.values())[1:]  # skip `channels`
-    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
-        return None
-    return [parameter.name for parameter in parameters]
+# kind -> block class, read off the family table (modules/families.py); tests parametrize over the keys.
+BLOCKS = {name: declared.block_class() for name, declared in FAMILIES.items()}
 
 
 def make_block(kind, channels, **kw):
@@ -32,10 +19,8 @@ def make_block(kind, channels, **kw):
     Raises ValueError naming the valid kinds for an unknown kind, the accepted keywords for an unknown
     keyword, and the allowed values for a bad value (raised by the block itself).
     """
-    if kind not in BLOCKS:
-        raise ValueError(f"unknown block kind {kind!r}; valid kinds: {sorted(BLOCKS)}")
-    block_class = BLOCKS[kind]
-    accepted = _accepted_keywords(block_class)
+    block_class = family(kind).block_class()
+    accepted = accepted_keywords(block_class)
     unknown = sorted(set(kw) - set(accepted or kw))
     if unknown:
         raise ValueError(f"block {kind!r} does not accept {unknown}; accepted keywords: {accepted}")

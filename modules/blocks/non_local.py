@@ -19,11 +19,10 @@ from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 from modules import autotune
 from modules.blocks import chunked_attention
 from modules.blocks.chunked_attention import chunked_softmax_attention
+from modules.layers import BATCH_NORM, CONV, CONV_FUNCTION
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV, _CONV_FUNCTION, _BATCH_NORM = CONV, CONV_FUNCTION, BATCH_NORM
 _CONV_TYPES = tuple(_CONV.values())
-_CONV_FUNCTION = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 # In 3D only space is pooled: the reference code keeps every frame (kernel and stride (1, 2, 2)).
 _MAX_POOL = {1: lambda: nn.MaxPool1d(2), 2: lambda: nn.MaxPool2d(2), 3: lambda: nn.MaxPool3d((1, 2, 2))}
 SUB_SAMPLE_POSITIONS = ("before", "after")

@@ -5,11 +5,13 @@
 
 from torch import nn
 
+from modules.layers import CONV
+
 # Where the SE block sits in a residual unit (§6.5, Fig. 5, Table 14). The residual blocks of
 # modules/backbones implement them; the names live here so that both sides spell them alike.
 SE_INTEGRATIONS = ("standard", "pre", "post", "identity")
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_CONV = {dim: CONV[dim] for dim in (2, 3)}  # SE pools over (H, W) or (T, H, W)
 # Squeeze operator ablation (§6.2, Table 11): global average (the paper's choice) or global max pooling.
 _SQUEEZES = {
     "avg": {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d},

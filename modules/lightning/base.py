@@ -1,9 +1,10 @@
 """The LightningModule shared by every block family: steps, metrics, optimiser and schedule.
 
-It receives a built network (STYLE.md: thin modules, injected nets); the family subclasses add only
+It receives a built network (thin modules, injected nets); the family subclasses add only
 what their paper shows as figures (`figures(batches) -> {artifact file name: matplotlib Figure}`).
 
-Batch contract (datamodules): `(x, y)`, x float `(B, C, H, W)` or `(B, C, T, H, W)`, y int64 `(B,)`.
+Batch contract (`datamodules.batch.Batch`, a NamedTuple): `(x, y)`, x float `(B, C, H, W)` or
+`(B, C, T, H, W)`, y int64 `(B,)`.
 Video test batches carry all K clips of each video, x `(B, K, C, T, H, W)`: the video's prediction is
 the average of the K clips' softmax (the Non-local paper's multi-clip testing), so `test/acc` is
 video-level accuracy.
@@ -11,8 +12,8 @@ video-level accuracy.
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
+
+if TYPE_CHECKING:
+    from datamodules.batch import Batch
 
 
 class AttentionClassifier(pl.LightningModule):
@@ -71,7 +75,7 @@ class AttentionClassifier(pl.LightningModule):
 
     # ---- steps ----------------------------------------------------------------------------------
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Batch, batch_idx: int):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
@@ -80,7 +84,7 @@ class AttentionClassifier(pl.LightningModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
-    def _evaluate(self, batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
+    def _evaluate(self, batch: Batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
         x, y = batch
         probabilities = self.predict_probabilities(x)
         loss = F.nll_loss(probabilities.clamp_min(1e-12).log(), y)
@@ -89,10 +93,10 @@ class AttentionClassifier(pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return probabilities
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Batch, batch_idx: int):
         self._evaluate(batch, self.val_metrics, "val")
 
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch: Batch, batch_idx: int):
         probabilities = self._evaluate(batch, self.test_metrics, "test")
         self.test_per_class.update(probabilities, batch[1])
 
@@ -115,13 +119,12 @@ class AttentionClassifier(pl.LightningModule):
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         steps_per_epoch = max(1, total_steps // epochs)
-        schedule = lr_schedule(optim, total_steps, steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = lr_scheduler(optimizer, optim, total_steps, steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- figures --------------------------------------------------------------------------------
 
-    def figures(self, batches: list) -> dict[str, Any]:
+    def figures(self, batches: list[Batch]) -> dict[str, Any]:
         """The family's paper figures from a few test batches; the baseline has none."""
         return {}
 
@@ -142,22 +145,40 @@ def parameter_groups(net: nn.Module, weight_decay: float, decay_norm_and_bias: b
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_schedule(optim: dict[str, Any], total_steps: int, steps_per_epoch: int):
-    """Multiplier of the base lr per optimizer step: linear warmup, then cosine / step / constant."""
+def lr_scheduler(optimizer: torch.optim.Optimizer, optim: dict[str, Any], total_steps: int,
+                 steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's schedulers, stepped once per optimizer step: a linear warm-up from lr/100 over
+    `warmup_epochs` (LinearLR), then cosine to 0 at `total_steps` (CosineAnnealingLR), ×gamma at each
+    milestone epoch (MultiStepLR; milestones count from the start of training) or constant (ConstantLR),
+    chained by SequentialLR."""
+    from torch.optim import lr_scheduler as schedulers
+
     warmup = int(optim["warmup_epochs"] * steps_per_epoch)
-    milestones = [m * steps_per_epoch for m in optim["milestones"]]
+    if optim["schedule"] == "cosine":
+        main = schedulers.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup))
+    elif optim["schedule"] == "step":
+        # SequentialLR restarts the step count at the end of warm-up; earlier milestones count at once.
+        main = schedulers.MultiStepLR(optimizer, milestones=[m * steps_per_epoch - warmup for m in optim["milestones"]],
+                                      gamma=optim["gamma"])
+    else:
+        main = schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup == 0:
+        return main
+    warm_up = schedulers.LinearLR(optimizer, start_factor=0.01, end_factor=1.0, total_iters=warmup)
+    return schedulers.SequentialLR(optimizer, [warm_up, main], milestones=[warmup])
 
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return 0.01 + 0.99 * step / warmup
-        if optim["schedule"] == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if optim["schedule"] == "step":
-            return optim["gamma"] ** sum(step >= m for m in milestones)
-        return 1.0
 
-    return multiplier
+def lr_schedule(optim: dict[str, Any], total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The multiplier of the base lr at each optimizer step 0..total_steps, read off `lr_scheduler`
+    (for plots and tests); later steps keep the last value."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = lr_scheduler(probe, optim, total_steps, steps_per_epoch)
+    multipliers = []
+    for _ in range(total_steps + 1):
+        multipliers.append(probe.param_groups[0]["lr"])
+        probe.step()  # no gradients: nothing moves, but torch sees the optimizer step it expects first
+        scheduler.step()
+    return lambda step: multipliers[min(step, total_steps)]
 
 
 def _metric_safe(name: str) -> str:

@@ -16,7 +16,9 @@ def new_figure(rows: int, cols: int, cell: float = 1.8):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(rows, cols, figsize=(cols * cell + 0.6, rows * cell + 0.6), squeeze=False)
+    # Constrained layout fits tick labels, axis labels and outside legends in the canvas (none clipped).
+    figure, axes = plt.subplots(rows, cols, figsize=(cols * cell + 0.6, rows * cell + 0.6), squeeze=False,
+                                layout="constrained")
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])

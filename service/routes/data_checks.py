@@ -11,7 +11,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict
 
-from service.deps import Authorized, ServicesDep
+from service.auth import WriterDep
+from service.deps import ServicesDep
 from service.routes.jobs import SUBMIT_RESPONSES, submit_job
 from service.schemas import IdempotencyKey, JobOut
 from service.store import JobKind
@@ -28,7 +29,8 @@ class DataCheckRequest(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobOut, responses=SUBMIT_RESPONSES,
-             dependencies=[Authorized], summary="Check a run config's dataset (any run config; its data is read)")
-async def submit_data_check(request: DataCheckRequest, response: Response, services: ServicesDep) -> JobOut:
+             summary="Check a run config's dataset (any run config; its data is read)")
+async def submit_data_check(request: DataCheckRequest, response: Response, services: ServicesDep,
+                            who: WriterDep) -> JobOut:
     return await submit_job(JobKind.DATA_CHECK, request.config.run_name, request.config, request.idempotency_key,
-                            response, services)
+                            response, services, who)

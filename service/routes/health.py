@@ -27,4 +27,5 @@ async def health(services: Annotated[Services, Depends(get_services)]) -> Health
                                            asyncio.to_thread(store.count, JobState.RUNNING))
     return Health(status="ok", warmed_up=services.warmed_up.is_set(), queued=queued, running=running, slots=services.settings.slots,
                   runner=services.supervisor.runner_name, tracking_uri=redact(services.settings.tracking_uri),
-                  mlflow_ui=services.mlflow_ui_url)
+                  mlflow_ui=services.mlflow_ui_url,
+                  mlflow_ui_ready=services.mlflow_ui is not None and services.mlflow_ui.ready.is_set())

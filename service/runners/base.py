@@ -83,6 +83,10 @@ class JobRunner(ABC):
     def cancel(self, handle: str) -> None:
         """Stop the attempt (best effort, idempotent)."""
 
+    def ended(self, handle: str) -> bool:
+        """Whether every process of the attempt is gone (nothing of it can still write to MLflow)."""
+        return self.poll(handle) is not RunnerState.RUNNING
+
     def sync_logs(self, handle: str, log_path: Path) -> None:
         """Append output the attempt produced since the last call to `log_path` (no-op if it writes there)."""
 

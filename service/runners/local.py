@@ -2,7 +2,8 @@
 
 The process gets its own session (it survives a service restart and is cancelled as a group) and
 runs under a tiny shell that writes its exit code to a file, so a service started later still
-learns how an attempt it did not spawn ended. The handle records pid and the kernel's process
+learns how an attempt it did not spawn ended. An attempt killed by a signal is LOST, not FAILED:
+its job is launched again and resumes. The handle records pid and the kernel's process
 start time: a pid the kernel has reused for another process is not mistaken for the job.
 """
 
@@ -85,12 +86,30 @@ class LocalProcessRunner(JobRunner):
         timer.daemon = True
         timer.start()
 
+    def ended(self, handle: str) -> bool:
+        # The wrapper shell dies at once on SIGTERM while Python is still shutting down (and writing
+        # its run's status), so the whole process group must be gone, not just the wrapper.
+        info = json.loads(handle)
+        if self.poll(handle) is RunnerState.RUNNING:
+            return False
+        try:
+            os.killpg(info["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     @staticmethod
     def _exit_verdict(exit_file: Path) -> RunnerState | None:
         try:
             code = int(exit_file.read_text().strip())
         except (OSError, ValueError):
             return None
+        if code > 128:
+            # Killed by a signal (sh reports 128 + its number): the OOM killer, a `kill -9`, a node
+            # shutting down. Not a verdict on the job: the supervisor launches it again (resume).
+            return RunnerState.LOST
         return RunnerState.SUCCEEDED if code == 0 else RunnerState.FAILED
 
     @staticmethod

@@ -25,6 +25,7 @@ Why the details below:
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 import shlex
 import time
@@ -201,6 +202,12 @@ def _is_not_found(error: RuntimeError) -> bool:
 def _make_client(address: str, token: str | None, request_timeout: float) -> JobSubmissionClient:
     from ray.job_submission import JobSubmissionClient
 
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    if not _request_takes_keywords(JobSubmissionClient):
+        logger.warning("this Ray's JobSubmissionClient._do_request takes no extra keywords: requests to the "
+                       "Ray head at %s go without a timeout, so a hung head can stall the supervisor", address)
+        return JobSubmissionClient(address, headers=headers)
+
     class TimedJobSubmissionClient(JobSubmissionClient):
         """The SDK sends requests without a timeout; a hung head must not hang the supervisor."""
 
@@ -208,5 +215,16 @@ def _make_client(address: str, token: str | None, request_timeout: float) -> Job
             kwargs.setdefault("timeout", request_timeout)
             return super()._do_request(method, endpoint, **kwargs)
 
-    headers = {"Authorization": f"Bearer {token}"} if token else None
     return TimedJobSubmissionClient(address, headers=headers)
+
+
+def _request_takes_keywords(client_class: type) -> bool:
+    """Whether the SDK's private `_do_request(method, endpoint, **kwargs)` still forwards keywords to
+    `requests.request` (Ray 2.60 documents that it does); tests/service/test_ray_client_timeout.py
+    fails when a Ray upgrade changes it, and `_make_client` falls back to the plain client."""
+    request = getattr(client_class, "_do_request", None)
+    if request is None:
+        return False
+    parameters = list(inspect.signature(request).parameters.values())
+    return [p.name for p in parameters[:3]] == ["self", "method", "endpoint"] and \
+        any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)

@@ -36,10 +36,10 @@ def test_skip_counts_bad_files_exactly_and_yields_every_good_sample(tmp_path, mo
     assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]  # all six good videos, nothing else
     quality = dm.data_quality()
     assert quality["files"] == 10 and quality["bad_files"] == 3 and quality["bad_fraction"] == pytest.approx(0.3)
-    assert quality["bad/empty"] == 1 and quality["bad/unreadable"] == 2
+    assert quality["bad/empty"] == 1 and quality["bad/truncated"] == 1 and quality["bad/not_video"] == 1
     assert quality["train/bad_files"] == 3 and quality["val/bad_files"] == 0
     reasons = {path.rsplit("/", 1)[-1]: item["reason"] for path, item in dm.bad_files().items()}
-    assert reasons == {"zero.mp4": "empty", "truncated.mp4": "unreadable", "notes.mp4": "unreadable"}
+    assert reasons == {"zero.mp4": "empty", "truncated.mp4": "truncated", "notes.mp4": "not_video"}
 
 
 def test_file_that_breaks_after_setup_is_skipped_and_counted_once_across_workers(tmp_path, motion_root):
@@ -61,7 +61,7 @@ def test_fail_policy_raises_naming_the_file(tmp_path, motion_root):
 
 def test_too_many_bad_files_fail_the_run_listing_them(tmp_path, motion_root):
     dm = build_datamodule(_config(_dataset_with_bad_files(tmp_path, motion_root), max_bad_fraction=0.2))
-    with pytest.raises(TooManyBadFilesError, match=r"3 of 10 samples are bad \(empty: 1, unreadable: 2\).*zero\.mp4: empty"):
+    with pytest.raises(TooManyBadFilesError, match=r"3 of 10 samples are bad \(empty: 1, not_video: 1, truncated: 1\).*zero\.mp4: empty"):
         dm.setup("fit")
 
 

@@ -30,7 +30,7 @@ def write_defect_tree(root, clips):
                                     "a/good.mp4,a,0.5,0.2\n"        # segment_empty
                                     "a/gone.mp4,a,,\n"              # missing
                                     "b/zero.mp4,b,,\n"              # empty
-                                    "b/notes.mp4,b,,\n"             # unreadable
+                                    "b/notes.mp4,b,,\n"             # not_video
                                     "a/cut.mkv,a,,\n")              # length_mismatch
     (root / "val.csv").write_text("path,label\na/good.mp4,a\nb/wide.mp4,b\n")
     return root / "train.csv", root / "val.csv"
@@ -47,7 +47,7 @@ def test_report_lists_exactly_the_defects_of_the_tree(tmp_path, clips):
     summary = summarize(scan_dataset(cfg), cfg)
     train, val = summary["splits"]["train"], summary["splits"]["val"]
     assert (summary["layout"], summary["files"], summary["samples"], summary["classes"]) == ("manifest", 8, 12, 2)
-    assert train["bad_files"] == {"missing": 1, "empty": 1, "unreadable": 1, "length_mismatch": 1}
+    assert train["bad_files"] == {"missing": 1, "empty": 1, "not_video": 1, "length_mismatch": 1}
     assert train["bad_segments"] == {"segment_empty": 1, "segment_past_end": 1}
     assert val["bad_files"] == {} and val["bad_segments"] == {}
     assert (train["videos"], train["samples"], train["usable_samples"], train["shorter_than_clip"]) == (8, 10, 4, 1)
@@ -59,7 +59,7 @@ def test_report_lists_exactly_the_defects_of_the_tree(tmp_path, clips):
     bad = sorted((item["path"].rsplit("/", 1)[-1], item["reason"], item["segment"]) for item in summary["bad"])
     assert bad == [("clip.webm", "segment_past_end", [2.0, 3.0]), ("cut.mkv", "length_mismatch", None),
                    ("gone.mp4", "missing", None), ("good.mp4", "segment_empty", [0.5, 0.2]),
-                   ("notes.mp4", "unreadable", None), ("zero.mp4", "empty", None)]
+                   ("notes.mp4", "not_video", None), ("zero.mp4", "empty", None)]
     # budget: 5 bad samples (missing left out) of 12 > 5 %
     assert summary["bad_fraction"] == pytest.approx(5 / 12)
     assert summary["verdict"].startswith("training stops: 5 of 12 samples are bad")
@@ -82,7 +82,7 @@ def test_table_shows_each_split_and_every_defect(tmp_path, clips):
     rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
             for line in lines if line.count("│") >= 3}
     assert rows[""] == ["train", "val"]
-    assert rows["bad files"][0] == "missing: 1, empty: 1, unreadable: 1, length_mismatch: 1" and rows["bad files"][1] == "0"
+    assert rows["bad files"][0] == "missing: 1, empty: 1, not_video: 1, length_mismatch: 1" and rows["bad files"][1] == "0"
     assert rows["bad segments"][0] == "segment_empty: 1, segment_past_end: 1"
     assert rows["codecs"] == ["h264: 2, mpeg4: 1, vp9: 1", "h264: 2"]
     assert rows["shorter than one clip (13 frames)"] == ["1", "0"]

@@ -1,7 +1,8 @@
 """docker/ checked without a Docker engine: compose references, healthcheck ordering, settings, images.
 
-CI has no Docker engine, so these tests read the files the way compose and the builder would:
-YAML with `${VAR}` interpolation from docker/env.example, and Dockerfile instructions in order.
+These tests read the files the way compose and the builder would (YAML with `${VAR}` interpolation
+from docker/env.example, Dockerfile instructions in order), in seconds; `make test-stack`
+(tests/deploy/stack/) builds the images and runs the stack for real.
 """
 
 from __future__ import annotations
@@ -18,13 +19,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from service.settings import Settings
+from tests.deploy.dockerfiles import DOCKER, REPO, VARIABLE, base_images, dockerfile_instructions, lock
 
-REPO = Path(__file__).resolve().parents[2]
-DOCKER = REPO / "docker"
 ATTNLAB_DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]
 ALL_DOCKERFILES = [*ATTNLAB_DOCKERFILES, "Dockerfile.mlflow"]
 SOURCE_DIRS = {"modules", "datamodules", "training", "tuning", "service", "configs"}
-VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
 # ---- reading the files ----------------------------------------------------------------------------
@@ -74,24 +73,6 @@ def services() -> dict[str, dict]:
     return compose()["services"]
 
 
-def dockerfile_instructions(name: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    instructions, pending = [], ""
-    for line in (DOCKER / name).read_text().splitlines():
-        if not pending and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        if line.lstrip().startswith("#"):
-            continue
-        pending += line.rstrip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        keyword, _, arguments = pending.strip().partition(" ")
-        instructions.append((keyword.upper(), arguments.strip()))
-        pending = ""
-    return instructions
-
-
 def service_env(service: dict) -> dict[str, str]:
     environment = service.get("environment", {})
     if isinstance(environment, list):
@@ -125,8 +106,9 @@ def test_every_variable_compose_uses_is_in_env_example_and_vice_versa():
     documented = set(env_example())
     assert used - documented == set(), "document these in docker/env.example"
     assert documented - used == set(), "docker/env.example names variables compose never reads"
-    with pytest.raises(KeyError, match="RAY_AUTH_TOKEN"):
-        compose({key: value for key, value in env_example().items() if key != "RAY_AUTH_TOKEN"})
+    for required in ("RAY_AUTH_TOKEN", "MLFLOW_AUTH_ADMIN_PASSWORD"):  # no stack without their auth
+        with pytest.raises(KeyError, match=required):
+            compose({key: value for key, value in env_example().items() if key != required})
 
 
 def test_no_secret_is_committed():
@@ -231,7 +213,10 @@ def test_every_node_tracks_to_the_mlflow_server_and_shares_the_ray_token():
 def test_mlflow_uses_postgres_and_serves_minio_artifacts():
     stack = services()
     env = service_env(stack["mlflow"])
-    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://") and "@postgres:5432/" in env["MLFLOW_BACKEND_STORE_URI"]
+    # The driver is named: a bare postgresql:// means psycopg 3 to SQLAlchemy 2.1, and the image has psycopg2.
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert "@postgres:5432/" in env["MLFLOW_BACKEND_STORE_URI"]
+    assert "psycopg2-binary" in lock(DOCKER / "mlflow-requirements.lock")
     assert env["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://{service_env(stack['minio-init'])['MLFLOW_BUCKET']}/"
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert "mlflow:5000" in env["MLFLOW_ALLOWED_HOSTS"].split(",")
@@ -267,11 +252,9 @@ def test_compose_healthchecks_name_roles_the_healthcheck_script_knows():
 def test_dockerfile_pins_its_base_runs_unprivileged_and_has_a_healthcheck(name):
     instructions = dockerfile_instructions(name)
     keywords = [keyword for keyword, _ in instructions]
-    for keyword, arguments in instructions:
-        if keyword == "FROM":
-            image = arguments.split()[0]
-            repository, _, tag = image.rpartition(":")
-            assert repository and re.search(r"\d+\.\d+", tag) and "latest" not in tag, f"{name}: pin {image}"
+    for image in base_images(name):
+        repository, _, tag = image.rpartition(":")
+        assert repository and re.search(r"\d+\.\d+", tag) and "latest" not in tag, f"{name}: pin {image}"
     users = [arguments for keyword, arguments in instructions if keyword == "USER"]
     assert users and users[-1] not in ("root", "0"), f"{name}: last USER must not be root"
     assert keywords.index("USER") < keywords.index("ENTRYPOINT")
@@ -299,7 +282,8 @@ def test_dependencies_are_installed_from_pyproject_before_the_sources_are_copied
 
 def test_both_attnlab_images_run_the_same_python_patch_release_and_torch():
     # Ray refuses a node whose Python differs from the head's in the patch version.
-    cpu_base = dockerfile_instructions("Dockerfile")[0][1]
+    cpu_base = base_images("Dockerfile")[0]
+    assert base_images("Dockerfile.mlflow") == [cpu_base]
     python_version = re.search(r"python:(\d+\.\d+\.\d+)", cpu_base)[1]
     cuda_text = (DOCKER / "Dockerfile.cuda").read_text()
     assert f"uv python install {python_version}" in cuda_text and f"--python {python_version}" in cuda_text
@@ -314,20 +298,15 @@ def test_both_attnlab_images_run_the_same_python_patch_release_and_torch():
 
 
 def test_lock_pins_every_dependency_within_pyproject_ranges():
-    locked = {}
-    for line in (DOCKER / "requirements.lock").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            requirement = Requirement(line)
-            assert len(requirement.specifier) == 1 and next(iter(requirement.specifier)).operator == "==", line
-            locked[canonicalize_name(requirement.name)] = next(iter(requirement.specifier)).version
+    locked = lock(DOCKER / "requirements.lock")
     for item in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
         requirement = Requirement(item)
         if requirement.name in ("torch", "torchvision"):
             continue  # installed per image (CPU or CUDA build)
         assert canonicalize_name(requirement.name) in locked, f"{requirement.name} missing from docker/requirements.lock"
         assert requirement.specifier.contains(locked[canonicalize_name(requirement.name)]), f"{requirement} vs lock"
-    mlflow_server = re.search(r"mlflow\[auth\]==([\d.]+)", (DOCKER / "Dockerfile.mlflow").read_text())[1]
-    assert mlflow_server == locked["mlflow"], "the MLflow server and its clients must run the same version"
+    server = lock(DOCKER / "mlflow-requirements.lock")
+    assert server["mlflow"] == locked["mlflow"], "the MLflow server and its clients must run the same version"
 
 
 def test_scripts_are_executable():

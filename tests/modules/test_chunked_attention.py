@@ -94,6 +94,21 @@ def test_chunked_attention_rejects_mixed_dtypes():
         chunked_softmax_attention(query, query.bfloat16(), query, 1.0)
 
 
+def test_without_the_private_onednn_op_the_kernel_falls_back_to_matmul(monkeypatch):
+    """`torch.ops.mkldnn._linear_pointwise` is private: were a torch upgrade to drop it, the kernel
+    must still give SDPA's values through a plain product (the test above then flags the lost speed)."""
+    monkeypatch.setattr(chunked_attention, "_ONEDNN", False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", None, raising=False)  # any call would fail
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 37, 16, requires_grad=True) for _ in range(3))
+    ours = chunked_softmax_attention(query, key, value, 0.25, 8)
+    expected = sdpa_reference(query, key, value, 0.25)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+    for ours_grad, expected_grad in zip(torch.autograd.grad(ours.sum(), (query, key, value)),
+                                        torch.autograd.grad(expected.sum(), (query, key, value))):
+        torch.testing.assert_close(ours_grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
 def _ran_fused_sdpa(block, x):
     with torch.profiler.profile() as profiler:
         block(x)

@@ -10,6 +10,8 @@ import pytest
 
 from tests.service.conftest import tiny_train_config
 
+pytestmark = pytest.mark.slow  # a real `attnlab serve` subprocess
+
 
 @pytest.fixture
 def service(queue_service):
@@ -36,10 +38,14 @@ def test_mutating_routes_refuse_missing_or_wrong_token(service, method, path, bo
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-def test_reads_need_no_token(service):
+def test_reads_need_a_token_but_health_does_not(service):
     with service.client(token=None) as client:
-        assert client.get("/jobs").status_code == 200
+        response = client.get("/jobs")
+        assert response.status_code == 401 and "ATTNLAB_OPEN_READS" in response.json()["message"]
+        assert client.get("/models").status_code == 401
         assert client.get("/health").json()["status"] == "ok"
+    with service.client() as client:
+        assert client.get("/jobs").status_code == 200
 
 
 @pytest.mark.parametrize("root", ["../../etc", "/etc", "tiny/../../..", "~/../.."])

@@ -5,8 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from tests.service.conftest import TOKEN, tiny_train_config
+
+pytestmark = pytest.mark.slow  # a real `attnlab serve` subprocess under load
 
 CLIENTS = 20
 PER_CLIENT = 10

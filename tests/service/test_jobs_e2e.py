@@ -48,6 +48,8 @@ def test_training_job_is_followed_to_a_registered_model(start_service, idx_data)
         assert client.get("/models").json()[0]["name"] == "svc-tiny"
 
         ui = client.get("/health").json()["mlflow_ui"]
+    # The job's log sends the user to the UI this service runs, not to start a second one.
+    assert f"browse:      {ui}/#/runs/{job['mlflow_run_id']}" in log and "mlflow ui --backend-store-uri" not in log
     printed = service.output.read_text()
     assert f"attnlab API: {service.url}" in printed and f"MLflow UI: {ui}" in printed
     # The same version, seen by the MLflow server the service started.
@@ -67,8 +69,11 @@ def test_search_job_runs_its_trials(start_service, idx_data, tmp_path):
     """Submitted and followed through the CLI client (`attnlab jobs submit --search -f`)."""
     service = start_service()
     config = tiny_train_config("e2e-search", data=idx_data)
+    # Two steps end before any validation: the trials report (and the best is picked and registered) on
+    # the training loss.
     config["search"] = {"space": {"model.reduction": {"grid": [2, 4]}}, "algorithm": "grid",
-                        "scheduler": {"kind": "fifo"}, "max_concurrent_trials": 1}
+                        "scheduler": {"kind": "fifo"}, "max_concurrent_trials": 1,
+                        "metric": "train/loss", "mode": "min", "report_every_n_steps": 1}
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "ATTNLAB_URL": service.url, "ATTNLAB_TOKEN": TOKEN, "COLUMNS": "200"}
@@ -83,3 +88,21 @@ def test_search_job_runs_its_trials(start_service, idx_data, tmp_path):
     assert job["kind"] == "search" and job["state"] == "SUCCEEDED"
     parent = re.search(r"MLflow parent run ([0-9a-f]{32})", followed.stdout)
     assert parent and job["mlflow_run_id"] == parent.group(1)
+    # What the search registered (its best trial's model) is recorded on the job.
+    assert job["registered_model"] == "e2e-search" and job["model_version"] == "1"
+    shown = subprocess.run([sys.executable, "-m", "service.cli", "jobs", "show", "1"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert "e2e-search version 1" in shown.stdout
+
+    # The trials and the ablation table, as the API and the web page show them.
+    with service.client() as client:
+        trials = client.get("/jobs/1/trials").json()
+        fragment = client.get("/ui/jobs/1").text
+    assert trials["planned"] == 2 and trials["metric"] == "train/loss"
+    assert sorted(trial["values"]["model.reduction"] for trial in trials["trials"]) == ["2", "4"]
+    assert all(trial["status"] == "FINISHED" and trial["metric"] is not None for trial in trials["trials"])
+    ablation = trials["ablation"]
+    assert ablation["rows"] == ["se-stage4"] and ablation["columns"] == ["2", "4"]
+    assert sum(cell["best"] for cell in ablation["cells"][0]) == 1
+    assert 'data-role="trials"' in fragment and 'data-role="ablation"' in fragment and "2 of 2" in fragment
+    assert "e2e-search v1" in fragment

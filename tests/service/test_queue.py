@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.runners.base import JobRunner, RunnerJob, RunnerState
-from service.runners.local import LocalProcessRunner
+from service.runners.local import LocalProcessRunner, process_start_time
 from service.settings import Settings
 from service.store import IdempotencyConflict, JobKind, JobState, JobStore
 from service.supervisor import Supervisor
@@ -113,11 +113,46 @@ def test_local_runner_readopts_a_live_attempt_and_sees_a_killed_one_as_lost(fake
     assert restarted.poll(forged) is RunnerState.LOST
 
 
+def test_local_runner_sees_an_attempt_killed_by_a_signal_as_lost(fake_python, tmp_path):
+    runner = LocalProcessRunner(fake_python("kill -KILL $$"))
+    _wait_state(runner, runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log"), RunnerState.LOST)
+    assert (tmp_path / "attempt-1.exit").read_text().strip() == str(128 + signal.SIGKILL)
+
+
 def test_local_runner_cancel_ends_the_process_group(fake_python, tmp_path):
-    runner = LocalProcessRunner(fake_python("sleep 30 & wait"))
+    grandchild_pid = tmp_path / "grandchild.pid"
+    # The attempt's process starts a grandchild (as Lightning's DDP ranks or data workers would) and waits.
+    runner = LocalProcessRunner(fake_python(f'sleep 30 & echo $! > {grandchild_pid}; wait'))
     handle = runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log")
+    deadline = time.monotonic() + 20
+    while not grandchild_pid.exists() or not grandchild_pid.read_text().strip():
+        assert time.monotonic() < deadline, "the fake job never started its grandchild"
+        time.sleep(0.05)
+    grandchild = int(grandchild_pid.read_text())
+    assert process_start_time(grandchild) is not None
     runner.cancel(handle)
     _wait_state(runner, handle, RunnerState.LOST)
+    deadline = time.monotonic() + 20
+    while process_start_time(grandchild) is not None:  # a zombie counts as gone
+        assert time.monotonic() < deadline, f"grandchild {grandchild} outlived the cancel (signalled the leader only?)"
+        time.sleep(0.05)
+
+
+def test_a_cancelled_attempt_has_not_ended_while_any_of_its_processes_still_runs(fake_python, tmp_path):
+    # Python (here a shell that traps TERM) outlives the wrapper shell by its shutdown, during which it
+    # writes its run's status: marking the run KILLED before then would be overwritten.
+    done = tmp_path / "shutdown-done"
+    runner = LocalProcessRunner(fake_python(f"trap 'sleep 2; touch {done}; exit 1' TERM; sleep 30 & wait"))
+    handle = runner.start(_job(), tmp_path / "config.yaml", tmp_path / "job.log")
+    time.sleep(0.5)
+    runner.cancel(handle)
+    _wait_state(runner, handle, RunnerState.LOST)  # the wrapper is gone at once
+    assert not runner.ended(handle) and not done.exists(), "ended while the attempt was still shutting down"
+    deadline = time.monotonic() + 20
+    while not runner.ended(handle):
+        assert time.monotonic() < deadline, "never ended"
+        time.sleep(0.05)
+    assert done.exists()
 
 
 class ScriptedRunner(JobRunner):
@@ -180,6 +215,21 @@ def test_supervisor_waits_for_the_tracking_store_before_launching(settings, stor
     assert runner.started == [1] and store.list().items[0].state == "SUCCEEDED"
 
 
+def test_a_job_waits_while_another_job_trains_its_run_name(settings, store):
+    settings.slots = 3
+    first, _ = store.submit(JobKind.TRAIN, "same", _config("same"))
+    second, _ = store.submit(JobKind.TRAIN, "same", _config("same"))
+    search, _ = store.submit(JobKind.SEARCH, "same", _config("same"))  # searches name other folders
+    runner = ScriptedRunner({1: [RunnerState.RUNNING, RunnerState.RUNNING, RunnerState.SUCCEEDED]})
+    supervisor = Supervisor(settings, store, runner, _NoTracking())
+    supervisor.run_once()
+    assert [store.get(job.id).state for job in (first, second, search)] == ["RUNNING", "QUEUED", "RUNNING"]
+    supervisor.run_once()
+    assert store.get(second.id).state == "QUEUED"
+    supervisor.run_once()  # the first ends; the second starts in the same pass
+    assert [store.get(job.id).state for job in (first, second)] == ["SUCCEEDED", "RUNNING"]
+
+
 def test_stored_timestamps_come_back_timezone_aware(store):
     job, _ = store.submit(JobKind.TRAIN, "tz", _config("tz"))
     store.mark_running(job.id, "test")
@@ -239,3 +289,64 @@ def _wait_for(condition, timeout=20.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+class EndingRunner(ScriptedRunner):
+    """Running until cancelled; then the process takes one more poll to end (as SIGTERM's grace does)."""
+
+    def poll(self, handle):
+        if not self.cancelled:
+            return RunnerState.RUNNING
+        self.polls_after_cancel = getattr(self, "polls_after_cancel", 0) + 1
+        return RunnerState.RUNNING if self.polls_after_cancel == 1 else RunnerState.FAILED
+
+
+def test_cancelled_jobs_runs_end_killed_in_mlflow_once_the_process_is_gone(settings, store):
+    from mlflow.tracking import MlflowClient
+
+    from service.tracking import TrackingReader
+
+    uri = settings.tracking_uri
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("queue")
+    parent = client.create_run(experiment, run_name="search").info.run_id
+    trial = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
+    done = client.create_run(experiment, tags={"mlflow.parentRunId": parent}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    job, _ = store.submit(JobKind.SEARCH, "search", _config("search"))
+    runner = EndingRunner({})
+    supervisor = Supervisor(settings, store, runner, TrackingReader(uri))
+    supervisor.run_once()
+    store.set_tracking(job.id, run_id=parent)
+    store.request_cancel(job.id)
+    supervisor.run_once()  # cancels; the process is still ending: the run must not be touched yet
+    assert store.get(job.id).state == "CANCELLED" and client.get_run(parent).info.status == "RUNNING"
+    supervisor.run_once()
+    assert [client.get_run(run).info.status for run in (parent, trial, done)] == ["KILLED", "KILLED", "FINISHED"]
+
+
+class _FlakyTracking:
+    """The tracking store refuses the first write (busy), then takes it."""
+
+    def __init__(self):
+        self.attempts: list[str] = []
+
+    def find_run_id(self, experiment, name):
+        return "run-1"
+
+    def mark_killed(self, run_id):
+        self.attempts.append(run_id)
+        if len(self.attempts) == 1:
+            raise RuntimeError("database is locked")
+
+
+def test_a_cancelled_jobs_kill_mark_is_retried_when_the_store_refuses_it(settings, store):
+    job, _ = store.submit(JobKind.TRAIN, "busy", _config("busy"))
+    runner = ScriptedRunner({1: [RunnerState.RUNNING, RunnerState.LOST]})
+    tracking = _FlakyTracking()
+    supervisor = Supervisor(settings, store, runner, tracking)
+    supervisor.run_once()
+    store.request_cancel(job.id)
+    for _ in range(4):
+        supervisor.run_once()
+    assert tracking.attempts == ["run-1", "run-1"], "marked once after one refusal, then left alone"

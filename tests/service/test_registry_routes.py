@@ -47,7 +47,7 @@ def client(attnlab_home):
     app = create_app(Settings(home=attnlab_home, slots=0, mlflow_ui=False, token="t"))
     registry = FakeRegistry()
     app.dependency_overrides[get_tracking] = lambda: registry
-    with TestClient(app) as client:
+    with TestClient(app, headers=HEADERS) as client:  # reads need the token too
         yield client
 
 

@@ -4,6 +4,7 @@ the probe cache; training logs the same report into its own run."""
 import json
 import shutil
 
+import pytest
 import yaml
 
 from service.cli import main
@@ -59,6 +60,7 @@ def test_check_refuses_what_it_cannot_read(tmp_path, capsys):
     assert "no classInd.txt" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an end-to-end training run
 def test_training_logs_the_same_report(tmp_path, video_root, shared_mlflow_uri, configs):
     config = configs.video("report-in-training", video_root)
     config["tracking"].update(uri=shared_mlflow_uri, log_model=False, figures=False)

@@ -10,6 +10,8 @@ from training import fit
 from training.config import load_config
 from training.tracking import COMPLETE_TAG, RUN_NAME_TAG, client
 
+pytestmark = pytest.mark.slow  # end-to-end training runs, ~1 min each on 2 cores
+
 FAMILY_FIGURES = {
     "se": {"se_excitation_per_channel.png", "se_excitation_per_stage.png"},
     "selfattn": {"selfattn_attention_centres.png", "selfattn_attention_probabilities.png"},

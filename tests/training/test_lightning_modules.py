@@ -8,7 +8,7 @@ from torch import nn
 
 from modules.blocks import BLOCKS
 from modules.lightning import MODULES, AttentionClassifier
-from modules.lightning.base import lr_schedule, parameter_groups
+from modules.lightning.base import lr_schedule, lr_scheduler, parameter_groups
 
 OPTIM = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "betas": [0.9, 0.999],
          "weight_decay": 1e-4, "decay_norm_and_bias": False, "schedule": "cosine", "warmup_epochs": 1.0,
@@ -36,6 +36,43 @@ def test_warmup_then_cosine_and_step_schedules():
     assert cosine(100) == pytest.approx(0.0, abs=1e-9)
     step = lr_schedule({**OPTIM, "schedule": "step", "warmup_epochs": 0}, total_steps=100, steps_per_epoch=10)
     assert [step(s) for s in (0, 19, 20, 39, 40, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def handwritten_multiplier(optim, total_steps, steps_per_epoch):
+    """The LambdaLR multiplier the project used before torch's schedulers: the reference curve."""
+    warmup = int(optim["warmup_epochs"] * steps_per_epoch)
+    milestones = [m * steps_per_epoch for m in optim["milestones"]]
+
+    def multiplier(step):
+        if step < warmup:
+            return 0.01 + 0.99 * step / warmup
+        if optim["schedule"] == "cosine":
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if optim["schedule"] == "step":
+            return optim["gamma"] ** sum(step >= m for m in milestones)
+        return 1.0
+
+    return multiplier
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "constant"])
+@pytest.mark.parametrize("warmup_epochs", [0, 0.5, 1, 2.5, 30])
+@pytest.mark.parametrize("milestones", [[2, 4], [0, 3], [1, 1, 6]])
+def test_torch_schedulers_reproduce_the_handwritten_curves(schedule, warmup_epochs, milestones):
+    optim = {**OPTIM, "schedule": schedule, "warmup_epochs": warmup_epochs, "milestones": milestones, "gamma": 0.3}
+    total_steps, steps_per_epoch = 157, 13
+    reference = handwritten_multiplier(optim, total_steps, steps_per_epoch)
+    # A real optimiser with two parameter groups, stepped as Lightning steps it: once per optimizer step.
+    net = nn.Linear(3, 2)
+    optimizer = torch.optim.SGD([{"params": [net.weight]}, {"params": [net.bias], "lr": 0.02}], lr=0.1)
+    scheduler = lr_scheduler(optimizer, optim, total_steps, steps_per_epoch)
+    for step in range(total_steps + 1):
+        expected = reference(step)
+        assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.1 * expected, 0.02 * expected],
+                                                                                  rel=1e-9, abs=1e-15), step
+        optimizer.step()
+        scheduler.step()
 
 
 class _Constant(nn.Module):

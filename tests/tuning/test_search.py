@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import yaml
 
@@ -66,13 +67,23 @@ def finished_search(videos, ray_instance, tmp_path_factory):
 
     home = tmp_path_factory.mktemp("home")
     marker = home / "fail-once"
-    saved = {key: os.environ.get(key) for key in ("ATTNLAB_HOME", "ATTNLAB_FAIL_ONCE_MARKER")}
-    os.environ.update(ATTNLAB_HOME=str(home), ATTNLAB_FAIL_ONCE_MARKER=str(marker))
+
+    class FailOnce(pl.Callback):
+        """The first trial attempt to start training finds no marker: it leaves one and fails.
+        Defined here so that it reaches the trials pickled by value (they cannot import tests)."""
+
+        def on_train_start(self, trainer, pl_module):
+            if not marker.exists():
+                marker.write_text("the first trial attempt failed on purpose\n")
+                raise RuntimeError(f"injected failure ({marker}); the retry will run")
+
+    saved = {key: os.environ.get(key) for key in ("ATTNLAB_HOME",)}
+    os.environ.update(ATTNLAB_HOME=str(home))
     try:
         cfg = validate_search_config(search_raw(videos, "asha-search", space=ABLATION_SPACE,
                                                 columns="optim.lr"))
         started = time.monotonic()
-        result = run_search(cfg)
+        result = run_search(cfg, trial_callbacks=[FailOnce()])
         print(f"search of {len(result.trials)} trials took {time.monotonic() - started:.1f} s")
     finally:
         for key, value in saved.items():
