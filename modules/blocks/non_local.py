@@ -64,7 +64,8 @@ def _common_dtype(*tensors):
     Under autocast the Gaussian mode's q/k are the block input (often fp32) while g's conv gave bf16.
     """
     device = tensors[0].device.type
-    if torch.is_autocast_enabled(device):
+    # Devices without autocast (meta, for shape propagation) would raise in is_autocast_enabled.
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
     else:
         dtype = functools.reduce(torch.promote_types, (tensor.dtype for tensor in tensors))
