@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install test test-fast test-stack demo bench serve screenshots fashion-mnist browser clean
+.PHONY: install test test-fast test-stack demo bench gpu-check serve screenshots fashion-mnist browser clean
 
 install: $(STAMP)
 
@@ -52,6 +52,13 @@ demo: $(STAMP) fashion-mnist
 # Every benchmark runs even if an earlier one misses its bar; the exit status reports any miss.
 bench: $(STAMP)
 	@status=0; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || status=1; done; exit $$status
+
+# The GPU check (benchmarks/gpu_check.py, < 8 min on one H200) needs only torch, torchvision, lightning,
+# torchmetrics and timm: it runs in a stock CUDA PyTorch image without `make install` (the project's venv
+# is used where there is one). GPU_CHECK_ARGS=--smoke runs it on a CPU in seconds.
+GPU_PY := $(shell test -x $(PY) && echo $(PY) || echo $(PYTHON))
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 serve: $(STAMP)
 	$(VENV)/bin/attnlab serve

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
+from machine import describe
 
 TOKEN = "bench-token"
 P99_BAR_MS = 100.0
@@ -45,6 +46,20 @@ def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of all the process's threads: each is a thread put to
+    sleep or woken, i.e. cross-thread traffic (GIL hand-overs, wake-ups) that costs more on some machines."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        # "voluntary_ctxt_switches:" and "nonvoluntary_ctxt_switches:" lines
+        total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line)
+    return total
 
 
 def start_service(home: Path, port: int) -> subprocess.Popen:
@@ -136,11 +151,12 @@ def main() -> int:
             for index in range(20):
                 httpx.post(f"{url}/jobs", json={"config": config(f"warm-{index}")},
                            headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60).raise_for_status()
-            cpu_before = process_cpu_seconds(process.pid)
+            cpu_before, switches_before = process_cpu_seconds(process.pid), context_switches(process.pid)
             started = time.perf_counter()
             latencies, ids, failures = asyncio.run(run_clients(port, args.requests, args.clients))
             elapsed = time.perf_counter() - started
             server_cpu = process_cpu_seconds(process.pid) - cpu_before
+            switches = context_switches(process.pid) - switches_before
             stored = httpx.get(f"{url}/jobs", params={"name": "bench-", "limit": 1}, timeout=60,
                                headers={"Authorization": f"Bearer {TOKEN}"}).json()["total"]
         finally:
@@ -154,10 +170,10 @@ def main() -> int:
     lost = args.requests - len(set(ids))
     print(f"attnlab service submit latency: {args.requests} submissions, {args.clients} concurrent clients, "
           f"loopback, slots=0 (queue only)")
-    print(f"  machine: {os.cpu_count()} cpus, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} "
-          "(1/5/15 min; other work on the machine shows up in the tail)")
+    print(f"  machine: {describe()}")
     print(f"  p50 {p50:.1f} ms   p90 {p90:.1f} ms   p99 {p99:.1f} ms   max {milliseconds[-1]:.1f} ms")
-    print(f"  server CPU {server_cpu / args.requests * 1000:.2f} ms per submission (load-independent cost)")
+    print(f"  server CPU {server_cpu / args.requests * 1000:.2f} ms per submission (load-independent cost); "
+          f"{switches / args.requests:.2f} context switches per submission (thread wake-ups)")
     print(f"  throughput {args.requests / elapsed:.0f} submissions/s; non-201 answers {failures}; "
           f"stored {stored}; lost {lost}")
     passed = p99 < P99_BAR_MS and lost == 0 and failures == 0 and stored == args.requests

@@ -65,6 +65,7 @@ class Supervisor:
         self._ending: dict[int, tuple[Job, str, float]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._slot_free = True  # after the last pass; a new submission only wakes the loop when True
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -83,10 +84,21 @@ class Supervisor:
     def wake(self) -> None:
         self._wake.set()
 
+    def job_queued(self) -> None:
+        """A submission arrived: wake the loop only if the last pass left a slot free.
+
+        With every slot busy (or ``slots=0``) a pass launches nothing, and the pass that sees a job end
+        launches the queue's next job itself. Waking on every submission ran back-to-back passes — two
+        queries each, in a thread contending with the event loop for the GIL — under a burst of submits.
+        """
+        if self._slot_free:
+            self._wake.set()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.run_once()
+                self.store.checkpoint()
             except Exception:  # a broken pass must not end supervision; the next pass retries
                 log.exception("supervisor pass failed")
             self._wake.wait(self.settings.poll_interval)
@@ -109,6 +121,8 @@ class Supervisor:
                 if self.store.mark_running(job.id, self.runner_name):
                     started.add((job.kind, job.name))
                     self._launch(job, attempt=1)
+                    free -= 1
+        self._slot_free = free > 0
 
     def _watch(self, job: Job) -> None:
         if job.handle is None:  # the service stopped between marking it RUNNING and launching it

@@ -42,7 +42,8 @@ class ModelConfig(_Section):
     reduction: int | None = Field(default=None, ge=1)
     # Family-specific keyword options of the block, e.g. {squeeze: avg} for SE.
     block: dict[str, Any] = Field(default_factory=dict)
-    channels_last: bool = False
+    # Channels-last memory format; "auto": where a measured conv step says it is faster (training/hardware.py).
+    channels_last: bool | Literal["auto"] = False
     compile: bool = False  # torch.compile the network's forward (slow first step; useful on GPU)
     # Starting weights (file, run, MLflow model) and fine-tuning controls: training/init_config.py.
     init: InitConfig = Field(default_factory=InitConfig)
@@ -87,7 +88,9 @@ class TrainerConfig(_Section):
     devices: int | str | list[int] = "auto"
     strategy: str = "auto"  # auto | ddp | ddp_spawn | fsdp | ...: any Lightning strategy name
     num_nodes: int = Field(default=1, ge=1)
-    precision: Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"] = "32-true"
+    # "auto": bf16-mixed where this machine runs it fast (CUDA with bf16; CPUs with AMX/AVX512-BF16, confirmed
+    # by a measurement), else 32-true — training/hardware.py; the shipped configs use it.
+    precision: Literal["32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true", "auto"] = "32-true"
     max_epochs: int = Field(default=1, ge=1)
     max_steps: int = -1  # -1 = no step limit
     limit_train_batches: int | float | None = None  # int = batches, float = fraction

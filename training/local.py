@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training import init_tracking, tracking
+from training import hardware, init_tracking, tracking
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -98,7 +98,8 @@ def build_parts(cfg: TrainConfig):
     net = cfg.model.build(num_classes=datamodule.num_classes, in_channels=datamodule.sample_shape[0])
     report = init_weights.load(net, starting_weights, cfg)
     module = MODULES[cfg.model.family](net, num_classes=datamodule.num_classes, optim=cfg.optim.model_dump(mode="json"),
-                             class_names=list(datamodule.class_names), channels_last=cfg.model.channels_last,
+                             class_names=list(datamodule.class_names),
+                             channels_last=hardware.channels_last(cfg, getattr(net, "dim", 2)),
                              compile=cfg.model.compile)
     init_weights.configure(module, report, cfg)
     return datamodule, module
@@ -131,7 +132,7 @@ def checkpoint_callbacks(cfg: TrainConfig, checkpoint_dir: Path, monitor: str | 
 def trainer_arguments(cfg: TrainConfig) -> dict[str, Any]:
     trainer = cfg.trainer
     arguments = dict(accelerator=trainer.accelerator, devices=trainer.devices, strategy=trainer.strategy,
-                     num_nodes=trainer.num_nodes, precision=trainer.precision, max_epochs=trainer.max_epochs,
+                     num_nodes=trainer.num_nodes, precision=hardware.precision(cfg), max_epochs=trainer.max_epochs,
                      max_steps=trainer.max_steps, log_every_n_steps=trainer.log_every_n_steps,
                      gradient_clip_val=trainer.gradient_clip_val, deterministic=trainer.deterministic,
                      accumulate_grad_batches=trainer.accumulate_grad_batches,
@@ -162,6 +163,7 @@ def run_training(cfg: TrainConfig, *, callbacks: list | None = None, role: Proce
         run = tracking.find_run(uri, cfg.tracking.experiment, cfg.name)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    hardware.log_measurements()
     datamodule, module = build_parts(cfg)
     checkpoint_dir = tracking.run_dir(cfg.name) / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
@@ -179,7 +181,9 @@ def run_training(cfg: TrainConfig, *, callbacks: list | None = None, role: Proce
     if trainer.is_global_zero:
         from training.data_check import log_data_summary
 
-        _log_config(logger, cfg, run)
+        resolved = hardware.summary(cfg, module.input_dims - 2)
+        print("hardware: " + "; ".join(f"{key.removeprefix('resolved.')} {value}" for key, value in resolved.items()))
+        _log_config(logger, cfg, run, resolved)
         log_data_summary(uri, logger.run_id, datamodule)
         init_tracking.record(uri, logger.run_id, module.init_report, run.data.tags if run else {})
         if resume:
@@ -222,12 +226,13 @@ def _finish_run(cfg, uri, logger, module, datamodule, metrics, checkpoint) -> Fi
     return FitResult(cfg.name, metrics, checkpoint, run_id, version, uri, figures=figure_names)
 
 
-def _log_config(logger, cfg: TrainConfig, run) -> None:
-    """Flattened params (only new keys when resuming: MLflow params are immutable) and the YAML."""
+def _log_config(logger, cfg: TrainConfig, run, resolved: dict[str, str]) -> None:
+    """Flattened params and what `auto` settings resolved to (only new keys when resuming: MLflow params
+    are immutable), and the YAML."""
     from training.config import flatten, to_yaml
 
     existing = run.data.params if run is not None else {}
-    params = {key: value for key, value in flatten(cfg).items() if key not in existing}
+    params = {key: value for key, value in {**flatten(cfg), **resolved}.items() if key not in existing}
     if params:
         logger.log_hyperparams(params)
     uri = tracking.tracking_uri(cfg.tracking.uri)

@@ -6,6 +6,7 @@
 Reference code: facebookresearch/video-nonlocal-net, ``lib/models/nonlocal_helper.py`` (Caffe2).
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -13,7 +14,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
+from modules import autotune
+from modules.blocks import chunked_attention
 from modules.blocks.chunked_attention import chunked_softmax_attention
 from modules.layers import BATCH_NORM, CONV, CONV_FUNCTION
 
@@ -22,7 +26,7 @@ _CONV_TYPES = tuple(_CONV.values())
 # In 3D only space is pooled: the reference code keeps every frame (kernel and stride (1, 2, 2)).
 _MAX_POOL = {1: lambda: nn.MaxPool1d(2), 2: lambda: nn.MaxPool2d(2), 3: lambda: nn.MaxPool3d((1, 2, 2))}
 SUB_SAMPLE_POSITIONS = ("before", "after")
-# How the softmax modes compute softmax(θᵀφ) g; none forms the N×N' affinity. "auto" = chunked on CPU float32.
+# How the softmax modes compute softmax(θᵀφ) g; none forms the N×N' affinity. "auto": measured, see _kernel.
 ATTENTION_KERNELS = ("auto", "sdpa", "chunked")
 
 
@@ -30,25 +34,88 @@ ATTENTION_KERNELS = ("auto", "sdpa", "chunked")
 # value (S, 1, m, C') with S = B·groups — and returns y of shape (S, 1, n, C').
 def _softmax_aggregate(block, query, key, value):
     """Embedded Gaussian / Gaussian (eqs. 2-3): softmax(θᵀφ) g, never forming n×m (kernel: ATTENTION_KERNELS)."""
-    if block.attention_kernel == "chunked" or (block.attention_kernel == "auto" and _chunked_is_faster(query)):
-        y = chunked_softmax_attention(query.squeeze(1), key.squeeze(1), value.squeeze(1), block.scale)
-        return y.unsqueeze(1)  # (S, n, C') -> (S, 1, n, C')
+    query, key, value = _common_dtype(query, key, value)
+    kernel = _kernel(block.attention_kernel, query, key, value, block.scale)
+    if kernel == "sdpa":
+        return _sdpa(query, key, value, block.scale)
+    _, rows, product = kernel.split("-")  # "chunked-<rows>-<product>"
+    return _chunked(query, key, value, block.scale, int(rows), product)
+
+
+def _sdpa(query, key, value, scale):
     width = value.shape[-1]
     # SDPA's fused kernels (CPU flash, CUDA flash) want one head size for q, k and v; the Gaussian
     # mode's q/k keep all C input channels while v has C', so v is zero-padded and the padded output
     # columns dropped — far cheaper than the math fallback, which materialises the n×m affinity.
     if width != query.shape[-1]:
         value = F.pad(value, (0, query.shape[-1] - width))  # (S, 1, m, C') -> (S, 1, m, Cq)
-    y = F.scaled_dot_product_attention(query, key, value, scale=block.scale)  # -> (S, 1, n, Cq)
+    y = F.scaled_dot_product_attention(query, key, value, scale=scale)  # -> (S, 1, n, Cq)
     return y[..., :width]  # (S, 1, n, C')
 
 
-def _chunked_is_faster(query):
-    """``auto``: the chunked oneDNN kernel for CPU float32 in eager mode; SDPA elsewhere (CUDA flash kernels,
-    reduced precision, and inside torch.compile/torch.export, whose tracers want one fused op)."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return False
-    return query.device.type == "cpu" and query.dtype == torch.float32
+def _chunked(query, key, value, scale, chunk, product):
+    y = chunked_softmax_attention(query.squeeze(1), key.squeeze(1), value.squeeze(1), scale, chunk, product)
+    return y.unsqueeze(1)  # (S, n, C') -> (S, 1, n, C')
+
+
+def _common_dtype(*tensors):
+    """One dtype for q, k and v: autocast's where it is on (as SDPA casts), else their promoted type.
+
+    Under autocast the Gaussian mode's q/k are the block input (often fp32) while g's conv gave bf16.
+    """
+    device = tensors[0].device.type
+    # Devices without autocast (meta, for shape propagation) would raise in is_autocast_enabled.
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+    else:
+        dtype = functools.reduce(torch.promote_types, (tensor.dtype for tensor in tensors))
+    return [tensor.to(dtype) for tensor in tensors]
+
+
+def _kernel(requested, query, key, value, scale):
+    """``"sdpa"`` or ``"chunked-<rows>-<product>"``: the requested kernel, measured where the request leaves a
+    choice.
+
+    ``auto`` times SDPA against the chunked kernel at each size in CHUNKS and with each matrix-product
+    library (oneDNN, torch's matmul), ``chunked`` times the chunked variants only — once per (n, m,
+    widths, dtype, device, with or without backward) on this machine, cached by
+    modules/autotune.py (in memory, and on disk for other ranks, trials and runs). Which wins depends on
+    the machine: oneDNN's products beat MKL's AVX2 path inside CPU SDPA on AMD, MKL and AMX win on Intel,
+    CUDA's flash kernels win on GPUs. Inside torch.compile/export/jit tracing and under dispatch modes
+    (FLOP counters, fake tensors) nothing is timed: ``auto`` is SDPA there, the one fused op tracers want.
+    """
+    if requested == "sdpa":
+        return "sdpa"
+    if _tracing(query):
+        return ("sdpa" if requested == "auto" else
+                f"chunked-{chunked_attention.DEFAULT_CHUNK}-{chunked_attention.DEFAULT_PRODUCT}")
+    backward = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in (query, key, value))
+    trials = {f"chunked-{rows}-{product}": functools.partial(_chunked, chunk=rows, product=product)
+              for rows in chunked_attention.CHUNKS
+              for product in chunked_attention.products_for(query.device, query.dtype)}
+    if requested == "auto":
+        trials = {"sdpa": _sdpa, **trials}
+    # One sequence is timed: both kernels treat the S sequences alike, so S does not change the winner.
+    operands = [tensor[:1].detach().requires_grad_(backward) for tensor in (query, key, value)]
+
+    def trial(function):
+        def run():
+            with torch.set_grad_enabled(backward):
+                y = function(*operands, scale=scale)
+                if backward:
+                    y.sum().backward()
+        return run
+
+    shape = {"n": query.shape[-2], "m": key.shape[-2], "query_width": query.shape[-1],
+             "value_width": value.shape[-1], "dtype": str(query.dtype).removeprefix("torch."),
+             "device": query.device.type, "backward": backward}
+    return autotune.choose(f"nonlocal-attention-{requested}", shape,
+                           {name: trial(function) for name, function in trials.items()}, query.device)
+
+
+def _tracing(tensor):
+    return (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+            or is_in_torch_dispatch_mode() or tensor.is_meta)
 
 
 def _dot_product_aggregate(block, query, key, value):
@@ -172,14 +239,18 @@ class NonLocalBlock(nn.Module):
         temporal_group: dim 3 only — split T into groups of this many frames; attention stays in a group.
         attention_kernel: softmax modes only — ``"sdpa"`` (``F.scaled_dot_product_attention``), ``"chunked"``
             (modules/blocks/chunked_attention.py: query blocks on oneDNN matrix products, recomputed in
-            backward) or ``"auto"`` (default: chunked for CPU float32 outside torch.compile/export, else SDPA).
+            backward; block size measured) or ``"auto"`` (default: whichever of the two ran faster when
+            timed on this machine for this shape and dtype; SDPA inside torch.compile/export).
 
     Memory: the softmax modes run through ``F.scaled_dot_product_attention`` with contiguous q/k/v of one
-    head size, so its fused kernels never materialise the N×N' affinity — or, on CPU float32, through the
-    chunked kernel, which holds one (256, N') block at a time and computes the attention 1.7× faster than
-    PyTorch's CPU SDPA there (whose MKL products run AVX2 code on AMD processors; benchmarks/bench_blocks.py
-    prints both). ``dot_product`` computes θ(φᵀg)/N' (associativity); ``concatenation`` must form the N×N' ReLU terms (N·N' scalars per group,
-    not the 2C'·N·N' concatenation a literal implementation builds).
+    head size, so its fused kernels never materialise the N×N' affinity — or through the chunked kernel,
+    which holds one (rows, N') block at a time. Neither is faster everywhere (the chunked kernel computes
+    the attention 1.7× faster than CPU SDPA on an AMD EPYC, whose MKL products run AVX2 code there; SDPA
+    wins on Intel Xeons and GPUs), so ``auto`` measures both on first use and caches the choice
+    (modules/autotune.py; benchmarks/bench_blocks.py prints both). In bf16 (autocast) q, k and v share
+    autocast's dtype and both kernels keep softmax statistics in fp32.
+    ``dot_product`` computes θ(φᵀg)/N' (associativity); ``concatenation`` must form the N×N' ReLU terms
+    (N·N' scalars per group, not the 2C'·N·N' concatenation a literal implementation builds).
     Speed: θ, φ and g that read the same tensor run as one convolution over their concatenated weights
     (the modules keep their own parameters, but forward hooks on them do not fire).
 

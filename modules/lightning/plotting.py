@@ -1,17 +1,21 @@
-"""Small matplotlib helpers shared by the family modules' figures (Agg backend: no display)."""
+"""Small matplotlib helpers shared by the family modules' figures (Agg backend: no display).
+
+matplotlib is imported when a figure is drawn, not with the modules: training a network (the GPU check in a
+stock PyTorch image, for one) needs no plotting library.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
 
 def new_figure(rows: int, cols: int, cell: float = 1.8):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     # Constrained layout fits tick labels, axis labels and outside legends in the canvas (none clipped).
     figure, axes = plt.subplots(rows, cols, figsize=(cols * cell + 0.6, rows * cell + 0.6), squeeze=False,
                                 layout="constrained")

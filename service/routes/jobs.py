@@ -59,7 +59,7 @@ async def submit_job(kind: JobKind, name: str, config: BaseModel, idempotency_ke
         raise deny(services, who, action, f"{kind.value} {name}", str(full), status.HTTP_429_TOO_MANY_REQUESTS) from None
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     if created:
-        supervisor.wake()
+        supervisor.job_queued()
     return JobOut.of(job)
 
 

@@ -237,6 +237,60 @@ def test_stored_timestamps_come_back_timezone_aware(store):
     assert stored.created_at.tzinfo is not None and stored.started_at.utcoffset().total_seconds() == 0
 
 
+def test_submissions_wake_the_supervisor_only_while_a_slot_is_free(settings, store):
+    # A burst of submissions with every slot busy must not run a pass per submission (each pass is two
+    # queries in a thread that contends with the event loop for the GIL); with a slot free, one must.
+    passes = []
+
+    class Counting(Supervisor):
+        def run_once(self):
+            passes.append(time.monotonic())
+            super().run_once()
+
+    settings.poll_interval = 60.0  # only wake-ups start passes during this test
+    busy, _ = store.submit(JobKind.TRAIN, "busy", _config("busy"))
+    supervisor = Counting(settings, store, ScriptedRunner({1: [RunnerState.RUNNING]}), _NoTracking())
+    supervisor.start()
+    try:
+        _wait_for(lambda: store.get(busy.id).state == "RUNNING")
+        time.sleep(0.5)
+        before = len(passes)
+        for index in range(30):
+            store.submit(JobKind.TRAIN, f"queued-{index}", _config(f"queued-{index}"))
+            supervisor.job_queued()
+        time.sleep(0.5)
+        assert len(passes) == before  # the slot is taken: no pass
+        supervisor.runner.states[1] = [RunnerState.SUCCEEDED]
+        supervisor.wake()  # as the poll interval would: the pass sees the job end and launches the next
+        _wait_for(lambda: store.get(busy.id).state == "SUCCEEDED" and len(supervisor.runner.started) >= 2)
+    finally:
+        supervisor.stop()
+
+
+def test_supervisor_checkpoints_the_write_ahead_log_not_the_committing_request(settings, store):
+    # Commits never checkpoint (that fsyncs on the event loop for submissions); the supervisor does.
+    database = settings.home / "jobs.db"
+    assert str(database) in settings.database_url
+    size = database.stat().st_size
+    for index in range(200):
+        store.submit(JobKind.TRAIN, f"wal-{index}", _config(f"wal-{index}"))
+    assert database.stat().st_size == size  # every row still in the WAL
+    settings.slots, settings.poll_interval = 0, 0.1
+    supervisor = Supervisor(settings, store, ScriptedRunner({}), _NoTracking())
+    supervisor.start()
+    try:
+        _wait_for(lambda: database.stat().st_size > size)
+    finally:
+        supervisor.stop()
+
+
+def _wait_for(condition, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 class EndingRunner(ScriptedRunner):
     """Running until cancelled; then the process takes one more poll to end (as SIGTERM's grace does)."""
 
