@@ -4,7 +4,10 @@
 #   MLFLOW_ARTIFACTS_DESTINATION s3://bucket/ (MinIO; MLFLOW_S3_ENDPOINT_URL and AWS_* credentials)
 #   MLFLOW_ALLOWED_HOSTS         Host headers accepted (mlflow 3.x rejects others, DNS-rebinding guard)
 #   MLFLOW_AUTH_ADMIN_PASSWORD   non-empty = basic auth on (`--app-name basic-auth`), admin created
-#                                on first start; clients then need MLFLOW_TRACKING_USERNAME/PASSWORD
+#                                on first start (12 characters at least); clients then need
+#                                MLFLOW_TRACKING_USERNAME/PASSWORD
+#   MLFLOW_FLASK_SERVER_SECRET_KEY  the auth app's CSRF key, the same in every worker; made once and
+#                                kept on the auth volume when unset
 # Artifacts are served through this server (--serve-artifacts), so clients need no S3 credentials.
 set -eu
 
@@ -35,6 +38,15 @@ database_uri = sqlite:////var/lib/mlflow-auth/basic_auth.db
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
+  # With several workers the auth app refuses to start without one shared CSRF key.
+  if [ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]; then
+    key_file=/var/lib/mlflow-auth/flask_secret_key
+    if [ ! -s "$key_file" ]; then
+      (umask 077 && python -c "import secrets; print(secrets.token_hex(32))" > "$key_file")
+    fi
+    MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$key_file")
+  fi
+  export MLFLOW_FLASK_SERVER_SECRET_KEY
   set -- "$@" --app-name basic-auth
 fi
 
