@@ -49,6 +49,16 @@ def default_artifact_root() -> str:
     return (attnlab_home() / "mlartifacts").as_uri()
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where new experiments of a local store keep artifacts: `mlartifacts` beside its SQLite file
+    (MLflow's own default, ./mlruns, would depend on the working directory). None for a server: it decides."""
+    if uri == default_tracking_uri():
+        return default_artifact_root()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 def tracking_uri(configured: str | None = None) -> str:
     """The configured URI, else MLFLOW_TRACKING_URI, else the embedded store."""
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
@@ -101,7 +111,7 @@ def experiment_id(uri: str, name: str, create: bool = True) -> str | None:
         return experiment.experiment_id
     if not create:
         return None
-    location = default_artifact_root() if uri == default_tracking_uri() else None
+    location = artifact_root(uri)
     return mlflow_client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
 
@@ -222,7 +232,7 @@ def make_logger(uri: str, experiment: str, run_name: str, run_id: str | None):
     """
     from training.mlflow_logger import ResilientMLFlowLogger
 
-    location = default_artifact_root() if uri == default_tracking_uri() else None
+    location = artifact_root(uri)
     return ResilientMLFlowLogger(
         experiment_name=experiment, run_name=run_name, tracking_uri=uri, run_id=run_id,
         tags={RUN_NAME_TAG: run_name}, log_model=False, artifact_location=location,

@@ -159,14 +159,10 @@ def source_config(name: str, root, uri: str, **init) -> dict:
 
 @pytest.fixture(scope="module")
 def registered_net(source_run, shared_mlflow_uri):
-    """The source run's registered network, as MLflow loads it."""
-    import mlflow
+    """The source run's registered network (the bare network inside the registered classifier)."""
+    from training.pyfunc_model import load_network
 
-    from training.tracking import isolated_tracking_state
-
-    with isolated_tracking_state():
-        mlflow.set_tracking_uri(shared_mlflow_uri)
-        return mlflow.pytorch.load_model("models:/init-source-model/1")
+    return load_network("models:/init-source-model/1", shared_mlflow_uri)
 
 
 ATTNLAB_SOURCES = ["checkpoint", "init-source", "run:init-source", "models:/init-source-model@candidate",
