@@ -55,19 +55,22 @@ async def reader(services: ServicesDep, credentials: Credentials) -> Principal:
                         "ATTNLAB_OPEN_READS is set")
 
 
-async def writer(services: ServicesDep, credentials: Credentials) -> Principal:
+def _signed_in(services, credentials) -> Principal:
     who = identify(services, credentials)
     if who is None:
         raise _unauthorized("missing bearer token (Authorization header)")
+    return who
+
+
+async def writer(services: ServicesDep, credentials: Credentials) -> Principal:
+    who = _signed_in(services, credentials)
     if not who.may_write:
         raise deny(services, who, "write", "service", f"role {who.role.value!r} can only read")
     return who
 
 
 async def admin(services: ServicesDep, credentials: Credentials) -> Principal:
-    who = identify(services, credentials)
-    if who is None:
-        raise _unauthorized("missing bearer token (Authorization header)")
+    who = _signed_in(services, credentials)
     if not who.is_admin:
         raise deny(services, who, "admin", "service", f"only admins may do this; {who.name!r} is a {who.role.value}")
     return who

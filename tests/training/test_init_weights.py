@@ -12,24 +12,11 @@ import pytest
 import timm  # a test extra (pyproject.toml)
 import torch
 import torchvision
-from torch import nn
 
 from modules.backbones import build_backbone
 from training.config import ConfigError, validate_config
+from tests.modules.test_pretrained_loading import randomise_norms
 from training.init_weights import InitError, load, resolve
-
-
-def randomised(net: nn.Module) -> nn.Module:
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                size = module.num_features
-                module.running_mean.copy_(torch.rand(size, generator=generator) * 0.4 - 0.2)
-                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(size, generator=generator) * 0.4 - 0.2)
-    return net.eval()
 
 
 def run_config(backbone: str, source: str, *, family: str = "none", classes_root: str = "unused", **model) -> dict:
@@ -64,7 +51,7 @@ def test_a_saved_torchvision_or_timm_network_loads_with_its_logits(library, name
     torch.manual_seed(0)
     source = getattr(torchvision.models, name)(num_classes=10) if library == "torchvision" else \
         timm.create_model(name, num_classes=10)
-    source = randomised(source)
+    source = randomise_norms(source)
     path = tmp_path / f"{name}.pth"
     torch.save(source.state_dict(), path)
 
@@ -80,7 +67,7 @@ def test_a_saved_torchvision_or_timm_network_loads_with_its_logits(library, name
 def test_safetensors_and_timm_training_checkpoints_load(tmp_path):
     from safetensors.torch import save_file
 
-    source = randomised(timm.create_model("resnet18", num_classes=10))
+    source = randomise_norms(timm.create_model("resnet18", num_classes=10))
     save_file(source.state_dict(), tmp_path / "model.safetensors")  # Hugging Face's timm weights
     torch.save({"epoch": 3, "arch": "resnet18", "state_dict": source.state_dict()}, tmp_path / "checkpoint.pth.tar")
     image = torch.randn(2, 3, 32, 32)
